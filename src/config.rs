@@ -1,0 +1,243 @@
+//! Command-line flags, named as the Go provider's chart passes them, and the settings they
+//! become.
+//!
+//! An existing chart can swap the image: `--endpoint=unix:///provider/azure.sock`,
+//! `--construct-pem-chain=true`, `--healthz-port=8989`, `-v=2` and the rest mean what they
+//! meant there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Flags of the `akv-csi-provider` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "akv-csi-provider",
+    version,
+    about = "Azure Key Vault provider for the Secrets Store CSI Driver"
+)]
+pub struct Flags {
+    /// What to run; serving the driver when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Unix socket to serve on, as `unix:///path/azure.sock` or a plain path.
+    #[arg(long, global = true, default_value = "unix:///tmp/azure.sock")]
+    pub endpoint: String,
+
+    /// Cloud used when a SecretProviderClass sets no `cloudName`.
+    #[arg(long, global = true, default_value = "AzurePublicCloud")]
+    pub cloud_name: String,
+
+    /// Base URL of the Instance Metadata Service, for managed identity.
+    #[arg(long, global = true, default_value = "http://169.254.169.254")]
+    pub imds_endpoint: String,
+
+    /// Order certificate chains leaf → intermediates → root.
+    #[arg(long, global = true, default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub construct_pem_chain: bool,
+
+    /// Also write `<file>.crt` and `<file>.key` for certificate-backed secrets.
+    #[arg(long, global = true, default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub write_cert_and_key_in_separate_files: bool,
+
+    /// Port of the HTTP health endpoint.
+    #[arg(long, global = true, default_value_t = 8989)]
+    pub healthz_port: u16,
+
+    /// Path of the HTTP health endpoint.
+    #[arg(long, global = true, default_value = "/healthz")]
+    pub healthz_path: String,
+
+    /// Time the health check may take, e.g. `5s`.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub healthz_timeout: Duration,
+
+    /// Write logs as JSON lines.
+    #[arg(long, global = true, default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub log_format_json: bool,
+
+    /// Log verbosity, as klog's `-v`: 0–2 info, 3–4 debug, 5 and above trace.
+    #[arg(short = 'v', long = "v", global = true, default_value_t = 0)]
+    pub verbosity: u8,
+
+    /// Appended to the `User-Agent` of requests to Azure.
+    #[arg(long, global = true, default_value = "")]
+    pub custom_user_agent: String,
+
+    /// Objects fetched at once within one Mount.
+    #[arg(long, global = true, default_value_t = 16)]
+    pub mount_concurrency: usize,
+
+    /// Time a Mount may take when the driver sends no deadline (v1.5 rotation calls).
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    pub mount_timeout: Duration,
+
+    /// Time in-flight Mounts get to finish after SIGTERM.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the CSI driver on the unix socket (the default).
+    Serve,
+}
+
+impl Flags {
+    /// The socket path named by `--endpoint`.
+    pub fn socket_path(&self) -> Result<PathBuf, String> {
+        let path = self
+            .endpoint
+            .strip_prefix("unix://")
+            .or_else(|| self.endpoint.strip_prefix("unix:"))
+            .unwrap_or(&self.endpoint);
+        if path.is_empty() || !path.starts_with('/') {
+            return Err(format!(
+                "--endpoint {:?} is not an absolute unix socket path",
+                self.endpoint
+            ));
+        }
+        Ok(PathBuf::from(path))
+    }
+
+    /// The settings of the serving process.
+    pub fn config(&self) -> Config {
+        let mut user_agent = crate::http::USER_AGENT.to_owned();
+        if !self.custom_user_agent.trim().is_empty() {
+            user_agent.push(' ');
+            user_agent.push_str(self.custom_user_agent.trim());
+        }
+        Config {
+            cloud_name: self.cloud_name.clone(),
+            imds_endpoint: self.imds_endpoint.clone(),
+            construct_pem_chain: self.construct_pem_chain,
+            write_cert_and_key_in_separate_files: self.write_cert_and_key_in_separate_files,
+            user_agent,
+            mount_concurrency: self.mount_concurrency.max(1),
+            mount_timeout: self.mount_timeout,
+            shutdown_grace: self.shutdown_grace,
+            token_cache_capacity: 4096,
+        }
+    }
+}
+
+/// Settings of a running provider.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Default `cloudName`.
+    pub cloud_name: String,
+    /// IMDS base URL.
+    pub imds_endpoint: String,
+    /// Order certificate chains.
+    pub construct_pem_chain: bool,
+    /// Also write `.crt` and `.key` files.
+    pub write_cert_and_key_in_separate_files: bool,
+    /// `User-Agent` of requests to Azure.
+    pub user_agent: String,
+    /// Objects fetched at once within one Mount.
+    pub mount_concurrency: usize,
+    /// Time a Mount may take without a caller deadline.
+    pub mount_timeout: Duration,
+    /// Time in-flight Mounts get after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Identities whose tokens are cached at most.
+    pub token_cache_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Flags::parse_from(["akv-csi-provider"]).config()
+    }
+}
+
+/// Parses a Go-style duration: a number and a unit, `ms`, `s`, `m` or `h` (`1m30s` too).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 500ms, 5s, 2m or 1h");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let amount: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(amount),
+            "s" => Duration::from_secs(amount),
+            "m" => Duration::from_secs(amount * 60),
+            "h" => Duration::from_secs(amount * 3600),
+            _ => return Err(bad()),
+        };
+        total += part;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_go_charts_flags() {
+        let flags = Flags::try_parse_from([
+            "akv-csi-provider",
+            "--endpoint=unix:///provider/azure.sock",
+            "--construct-pem-chain=true",
+            "--write-cert-and-key-in-separate-files=false",
+            "--healthz-port=8989",
+            "--healthz-path=/healthz",
+            "--healthz-timeout=5s",
+            "--log-format-json=true",
+            "-v=2",
+        ])
+        .unwrap();
+
+        assert_eq!(
+            flags.socket_path().unwrap(),
+            PathBuf::from("/provider/azure.sock")
+        );
+        assert!(flags.construct_pem_chain && flags.log_format_json);
+        assert!(!flags.write_cert_and_key_in_separate_files);
+        assert_eq!(
+            (flags.verbosity, flags.healthz_timeout),
+            (2, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn bare_boolean_flags_mean_true() {
+        let flags = Flags::try_parse_from([
+            "x",
+            "--log-format-json",
+            "--write-cert-and-key-in-separate-files",
+            "serve",
+        ])
+        .unwrap();
+        assert!(flags.log_format_json && flags.write_cert_and_key_in_separate_files);
+        assert!(matches!(flags.command, Some(Command::Serve)));
+    }
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err() && parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn endpoint_must_be_an_absolute_path() {
+        let flags = Flags::try_parse_from(["x", "--endpoint", "unix://relative.sock"]).unwrap();
+        assert!(flags.socket_path().is_err());
+    }
+}

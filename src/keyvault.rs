@@ -1,0 +1,312 @@
+//! The third step of a Mount: fetch objects from Key Vault's data plane.
+//!
+//! Every request carries the bearer token from the first byte: the scope is known from the
+//! cloud, so the unauthenticated challenge round trip that SDK clients make is skipped.
+//! Errors keep the vault, object and version they concern, and Key Vault's own code.
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::http::{self, GaveUp, RetryPolicy};
+use crate::request::ObjectType;
+use crate::secret::{SecretBytes, SecretString};
+
+/// The data-plane API version sent with every request.
+pub const API_VERSION: &str = "7.6";
+
+/// Which object a request was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Vault name.
+    pub vault: String,
+    /// Collection.
+    pub kind: ObjectType,
+    /// Object name.
+    pub name: String,
+    /// Version asked for; `None` for the latest.
+    pub version: Option<String>,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} in vault {}", self.kind, self.name, self.vault)?;
+        match &self.version {
+            Some(version) => write!(f, " (version {version})"),
+            None => write!(f, " (latest version)"),
+        }
+    }
+}
+
+/// Why Key Vault did not give us an object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyVaultError {
+    /// 404: no such name or version.
+    #[error("{object} was not found: {message}")]
+    NotFound {
+        /// The object.
+        object: ObjectRef,
+        /// Key Vault's message.
+        message: String,
+    },
+    /// 403 SecretDisabled (or its key and certificate twins): that version is disabled.
+    #[error("{object} is disabled: enable it in Key Vault or pin an enabled version")]
+    Disabled {
+        /// The object.
+        object: ObjectRef,
+    },
+    /// 403: the identity has no role or access policy on the vault.
+    #[error("access to {object} was denied ({code}): {message}")]
+    Forbidden {
+        /// The object.
+        object: ObjectRef,
+        /// Inner code, e.g. ForbiddenByRbac, AccessDenied, ForbiddenByFirewall.
+        code: String,
+        /// Key Vault's message, naming the caller, action and resource.
+        message: String,
+    },
+    /// 401: the token was not accepted.
+    #[error("Key Vault did not accept the token for {object} ({code}): {message}")]
+    Unauthorized {
+        /// The object.
+        object: ObjectRef,
+        /// Code, e.g. Unauthorized, AKV10022.
+        code: String,
+        /// Key Vault's message.
+        message: String,
+    },
+    /// Throttling, outages or connection failures outlasted our retries or the deadline.
+    #[error("Key Vault did not answer for {object} after {} attempt(s){}: {}",
+        gave_up.attempts,
+        if gave_up.deadline { " before the Mount's deadline" } else { "" },
+        crate::error::last_failure(&gave_up.last))]
+    Unavailable {
+        /// The object.
+        object: ObjectRef,
+        /// What happened.
+        gave_up: GaveUp,
+    },
+    /// Any other refusal, e.g. 400 BadParameter.
+    #[error("Key Vault refused the request for {object}: HTTP {status} {code}: {message}")]
+    Rejected {
+        /// The object.
+        object: ObjectRef,
+        /// HTTP status.
+        status: u16,
+        /// Key Vault's code.
+        code: String,
+        /// Key Vault's message.
+        message: String,
+    },
+    /// The answer was not what Key Vault sends.
+    #[error("Key Vault's answer for {object} is malformed: {reason}")]
+    Malformed {
+        /// The object.
+        object: ObjectRef,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A secret as Key Vault returns it.
+#[derive(Debug, Deserialize)]
+pub struct SecretBundle {
+    /// The value; absent only in list results.
+    #[serde(default)]
+    pub value: Option<SecretString>,
+    /// `https://<vault>.<suffix>/secrets/<name>/<version>`.
+    pub id: String,
+    /// `application/x-pkcs12`, `application/x-pem-file`, or anything the owner set.
+    #[serde(rename = "contentType", default)]
+    pub content_type: Option<String>,
+    /// Present when the secret backs a certificate.
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+impl SecretBundle {
+    /// The version: the last segment of the id.
+    pub fn version(&self) -> &str {
+        self.id.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    innererror: Option<Box<ErrorDetail>>,
+}
+
+/// Key Vault's data plane over the shared client.
+pub struct KeyVault {
+    http: reqwest::Client,
+    policy: RetryPolicy,
+}
+
+impl KeyVault {
+    /// A client over `http`.
+    pub fn new(http: reqwest::Client, policy: RetryPolicy) -> Self {
+        Self { http, policy }
+    }
+
+    /// `GET /secrets/{name}[/{version}]`.
+    pub async fn secret(
+        &self,
+        vault_url: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<SecretBundle, KeyVaultError> {
+        let bytes = self
+            .get(vault_url, "secrets", object, token, deadline)
+            .await?;
+        let bundle: SecretBundle =
+            serde_json::from_slice(bytes.expose()).map_err(|e| KeyVaultError::Malformed {
+                object: object.clone(),
+                reason: format!("not a SecretBundle: {e}"),
+            })?;
+        if bundle.value.is_none() {
+            return Err(KeyVaultError::Malformed {
+                object: object.clone(),
+                reason: "no value".into(),
+            });
+        }
+        Ok(bundle)
+    }
+
+    /// One GET, retried; a success body is returned whole, an error becomes a
+    /// [`KeyVaultError`].
+    async fn get(
+        &self,
+        vault_url: &str,
+        collection: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<SecretBytes, KeyVaultError> {
+        let version = object.version.as_deref().unwrap_or_default();
+        let url = format!("{vault_url}{collection}/{}/{version}", object.name);
+        let make = || {
+            self.http
+                .get(&url)
+                .query(&[("api-version", API_VERSION)])
+                .bearer_auth(token.expose())
+        };
+
+        let response = http::send(&self.policy, deadline, make)
+            .await
+            .map_err(|gave_up| KeyVaultError::Unavailable {
+                object: object.clone(),
+                gave_up,
+            })?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| KeyVaultError::Unavailable {
+                object: object.clone(),
+                gave_up: GaveUp {
+                    attempts: 1,
+                    deadline: false,
+                    last: http::LastFailure::Transport(http::describe(&e)),
+                },
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(SecretBytes::new(body.to_vec()));
+        }
+        Err(error(object, status, &body))
+    }
+}
+
+/// Turns an error answer into a typed error. An unrouted path answers with HTML, so the body
+/// is not assumed to be JSON.
+fn error(object: &ObjectRef, status: u16, body: &[u8]) -> KeyVaultError {
+    let (code, inner, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => {
+            let inner = error.innererror.map(|i| i.code).unwrap_or_default();
+            (error.code, inner, error.message)
+        }
+        Err(_) => (
+            String::new(),
+            String::new(),
+            format!("HTTP {status} without a Key Vault error body"),
+        ),
+    };
+    let object = object.clone();
+    match status {
+        404 => KeyVaultError::NotFound { object, message },
+        403 if inner.ends_with("Disabled") => KeyVaultError::Disabled { object },
+        403 => {
+            let code = if inner.is_empty() { code } else { inner };
+            KeyVaultError::Forbidden {
+                object,
+                code,
+                message,
+            }
+        }
+        401 => KeyVaultError::Unauthorized {
+            object,
+            code,
+            message,
+        },
+        _ => KeyVaultError::Rejected {
+            object,
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object() -> ObjectRef {
+        ObjectRef {
+            vault: "kv".into(),
+            kind: ObjectType::Secret,
+            name: "db".into(),
+            version: None,
+        }
+    }
+
+    #[test]
+    fn error_bodies_become_typed_errors() {
+        let disabled = br#"{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}"#;
+        assert!(matches!(
+            error(&object(), 403, disabled),
+            KeyVaultError::Disabled { .. }
+        ));
+
+        let rbac = br#"{"error":{"code":"Forbidden","message":"Caller is not authorized","innererror":{"code":"ForbiddenByRbac"}}}"#;
+        let KeyVaultError::Forbidden { code, .. } = error(&object(), 403, rbac) else {
+            panic!()
+        };
+        assert_eq!(code, "ForbiddenByRbac");
+
+        let html = b"<html><body>404 Not Found</body></html>";
+        let message = error(&object(), 404, html).to_string();
+        assert_eq!(
+            message,
+            "secret \"db\" in vault kv (latest version) was not found: HTTP 404 without a Key Vault error body"
+        );
+    }
+
+    #[test]
+    fn version_is_the_last_id_segment() {
+        let bundle: SecretBundle = serde_json::from_str(
+            r#"{"value":"v","id":"https://kv.vault.azure.net/secrets/db/4387e9f3d6e14c459867679a90fd0f79","attributes":{"enabled":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(bundle.version(), "4387e9f3d6e14c459867679a90fd0f79");
+    }
+}
