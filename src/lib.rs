@@ -65,6 +65,10 @@ pub fn mounter(config: &Config) -> Result<Mounter, RunError> {
         },
         concurrency: config.mount_concurrency,
         default_timeout: config.mount_timeout,
+        render: render::RenderOptions {
+            construct_pem_chain: config.construct_pem_chain,
+            write_cert_and_key_in_separate_files: config.write_cert_and_key_in_separate_files,
+        },
     };
     Ok(Mounter::new(tokens, KeyVault::new(http, policy), options))
 }

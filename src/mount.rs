@@ -1,19 +1,21 @@
 //! One Mount, start to finish: request → identity → Key Vault → render → answer.
 //!
-//! Objects are fetched concurrently (bounded per Mount), and the answer is all or nothing:
-//! either every file, or one error naming what failed.
+//! Every object (and every version of a history) is fetched concurrently, at most
+//! `concurrency` requests at a time per Mount. The answer is all or nothing: either every
+//! file, or one error naming what failed — the first failure cancels the other fetches.
 
 use std::time::Duration;
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::future::try_join_all;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::MountError;
 use crate::identity::TokenProvider;
-use crate::keyvault::{KeyVault, ObjectRef};
+use crate::keyvault::{KeyVault, KeyVaultError, ObjectRef, version_of};
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
-use crate::render;
-use crate::request::{self, Defaults, MountParams, ObjectSpec, ObjectType, RequestError};
+use crate::render::{self, Fetched, RenderOptions};
+use crate::request::{self, Defaults, MountParams, ObjectSpec, ObjectType, RequestError, paths};
 use crate::secret::{SecretBytes, SecretString};
 
 /// The driver's default limit on a response (`--max-call-recv-msg-size`).
@@ -24,10 +26,12 @@ pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
 pub struct MountOptions {
     /// Defaults for request parameters.
     pub defaults: Defaults,
-    /// Objects fetched at once within one Mount.
+    /// Key Vault requests at once within one Mount.
     pub concurrency: usize,
     /// Time a Mount may take when the caller sends no deadline.
     pub default_timeout: Duration,
+    /// Rendering switches.
+    pub render: RenderOptions,
 }
 
 /// Serves Mounts: owns the token provider and the Key Vault client, shared by all calls.
@@ -37,11 +41,19 @@ pub struct Mounter {
     options: MountOptions,
 }
 
-/// The files of one object and the version they came from.
+/// What one object contributes to the answer.
 struct Mounted {
     files: Vec<(String, u32, SecretBytes)>,
-    id: String,
-    version: String,
+    versions: Vec<ObjectVersion>,
+}
+
+/// What every fetch of one Mount shares.
+struct Context<'a> {
+    params: &'a MountParams,
+    vault_url: String,
+    token: SecretString,
+    deadline: Instant,
+    permits: Semaphore,
 }
 
 impl Mounter {
@@ -56,14 +68,12 @@ impl Mounter {
 
     /// Parses and validates a request without serving it.
     pub fn parse(&self, request: &MountRequest) -> Result<MountParams, RequestError> {
-        let params = request::parse(
+        request::parse(
             &request.attributes,
             &request.secrets,
             &request.permission,
             &self.options.defaults,
-        )?;
-        check_supported(&params.objects)?;
-        Ok(params)
+        )
     }
 
     /// Serves a parsed request within `timeout`, or the default when the caller sent none.
@@ -78,82 +88,191 @@ impl Mounter {
             .keyvault_token(&params.identity, &params.cloud, deadline)
             .await?;
 
-        let vault_url = params.cloud.vault_url(&params.vault);
-        // Built eagerly, run at most `concurrency` at a time, answered in list order.
-        let fetches: Vec<_> = params
-            .objects
-            .iter()
-            .map(|spec| self.object(params, &vault_url, spec, &token, deadline))
-            .collect();
-        let mounted: Vec<Mounted> = futures::stream::iter(fetches)
-            .buffered(self.options.concurrency.max(1))
-            .try_collect()
-            .await?;
-
+        let context = Context {
+            params,
+            vault_url: params.cloud.vault_url(&params.vault),
+            token,
+            deadline,
+            permits: Semaphore::new(self.options.concurrency.max(1)),
+        };
+        let mounted = try_join_all(
+            params
+                .objects
+                .iter()
+                .map(|spec| self.object(&context, spec)),
+        )
+        .await?;
         respond(mounted)
     }
 
-    async fn object(
+    /// One object: its latest or pinned version, or a history of versions.
+    async fn object(&self, cx: &Context<'_>, spec: &ObjectSpec) -> Result<Mounted, MountError> {
+        if spec.history <= 1 {
+            let fetched = self.fetch(cx, spec, spec.version.clone()).await?;
+            let files = self.render(spec, &fetched, &spec.path)?;
+            let versions = vec![ObjectVersion {
+                id: spec.id(),
+                version: fetched.version().to_owned(),
+            }];
+            return Ok(Mounted { files, versions });
+        }
+
+        let chosen = self.history(cx, spec).await?;
+        let fetches = chosen
+            .iter()
+            .map(|version| self.fetch(cx, spec, Some(version.clone())));
+        let fetched = try_join_all(fetches).await?;
+
+        let mut mounted = Mounted {
+            files: Vec::new(),
+            versions: Vec::new(),
+        };
+        for (index, fetched) in fetched.iter().enumerate() {
+            let path = format!("{}/{index}", spec.path);
+            mounted.files.extend(self.render(spec, fetched, &path)?);
+            mounted.versions.push(ObjectVersion {
+                id: format!("{}/{index}", spec.id()),
+                version: fetched.version().to_owned(),
+            });
+        }
+        Ok(mounted)
+    }
+
+    /// The versions a history mounts: the newest enabled ones, starting at the pinned
+    /// version when there is one, at most `history` of them.
+    async fn history(
         &self,
-        params: &MountParams,
-        vault_url: &str,
+        cx: &Context<'_>,
         spec: &ObjectSpec,
-        token: &SecretString,
-        deadline: Instant,
-    ) -> Result<Mounted, MountError> {
-        let object = ObjectRef {
-            vault: params.vault.clone(),
+    ) -> Result<Vec<String>, MountError> {
+        let object = self.object_ref(cx, spec, None);
+        let items = {
+            let _permit = cx.permits.acquire().await;
+            self.keyvault
+                .versions(&cx.vault_url, &object, &cx.token, cx.deadline)
+                .await?
+        };
+        let versions: Vec<String> = items
+            .iter()
+            .map(|item| version_of(&item.id).to_owned())
+            .collect();
+
+        let start = match &spec.version {
+            None => 0,
+            Some(pinned) => versions
+                .iter()
+                .position(|v| v.eq_ignore_ascii_case(pinned))
+                .ok_or_else(|| KeyVaultError::NotFound {
+                    object: self.object_ref(cx, spec, Some(pinned.clone())),
+                    message: "the pinned objectVersion is not among the object's enabled \
+                              versions, so its history cannot start there"
+                        .into(),
+                })?,
+        };
+        if versions.len() <= start {
+            return Err(KeyVaultError::NotFound {
+                object,
+                message: "the object has no enabled versions".into(),
+            }
+            .into());
+        }
+        Ok(versions
+            .into_iter()
+            .skip(start)
+            .take(spec.history as usize)
+            .collect())
+    }
+
+    /// GETs one version of an object from its collection.
+    async fn fetch(
+        &self,
+        cx: &Context<'_>,
+        spec: &ObjectSpec,
+        version: Option<String>,
+    ) -> Result<Fetched, MountError> {
+        let object = self.object_ref(cx, spec, version);
+        let _permit = cx.permits.acquire().await;
+        let (url, token, deadline) = (&cx.vault_url, &cx.token, cx.deadline);
+        let fetched = match spec.kind {
+            ObjectType::Secret => {
+                Fetched::Secret(self.keyvault.secret(url, &object, token, deadline).await?)
+            }
+            ObjectType::Key => {
+                Fetched::Key(self.keyvault.key(url, &object, token, deadline).await?)
+            }
+            ObjectType::Cert => Fetched::Cert(
+                self.keyvault
+                    .certificate(url, &object, token, deadline)
+                    .await?,
+            ),
+        };
+        tracing::debug!(
+            object.type = %spec.kind, object.name = %spec.name, object.version = fetched.version(),
+            "fetched"
+        );
+        Ok(fetched)
+    }
+
+    fn render(
+        &self,
+        spec: &ObjectSpec,
+        fetched: &Fetched,
+        path: &str,
+    ) -> Result<Vec<(String, u32, SecretBytes)>, MountError> {
+        let rendered = render::object(spec, fetched, self.options.render)?;
+        if let Some(warning) = &rendered.warning {
+            tracing::warn!(object.type = %spec.kind, object.name = %spec.name, "{warning}");
+        }
+        Ok(rendered
+            .outputs
+            .into_iter()
+            .map(|output| {
+                (
+                    format!("{path}{}", output.suffix),
+                    spec.mode,
+                    output.contents,
+                )
+            })
+            .collect())
+    }
+
+    fn object_ref(
+        &self,
+        cx: &Context<'_>,
+        spec: &ObjectSpec,
+        version: Option<String>,
+    ) -> ObjectRef {
+        ObjectRef {
+            vault: cx.params.vault.clone(),
             kind: spec.kind,
             name: spec.name.clone(),
-            version: spec.version.clone(),
-        };
-        let bundle = self
-            .keyvault
-            .secret(vault_url, &object, token, deadline)
-            .await?;
-        let contents = render::secret(spec, &bundle)?;
-        tracing::debug!(
-            object.type = %spec.kind, object.name = %spec.name, object.version = bundle.version(),
-            bytes = contents.len(), "fetched"
-        );
-        Ok(Mounted {
-            files: vec![(spec.path.clone(), spec.mode, contents)],
-            id: spec.id(),
-            version: bundle.version().to_owned(),
-        })
-    }
-}
-
-/// Object types and options whose rendering is not built yet fail before any request.
-fn check_supported(objects: &[ObjectSpec]) -> Result<(), RequestError> {
-    for spec in objects {
-        let what = match spec.kind {
-            ObjectType::Key => Some("objectType key"),
-            ObjectType::Cert => Some("objectType cert"),
-            ObjectType::Secret if spec.history > 1 => Some("objectVersionHistory above 1"),
-            ObjectType::Secret => None,
-        };
-        if let Some(what) = what {
-            return Err(RequestError::Unsupported(format!(
-                "objects[{}] ({}): {what} is not supported yet",
-                spec.index, spec.name
-            )));
+            version,
         }
     }
-    Ok(())
 }
 
-/// Assembles the response, refusing one the driver could not receive.
+/// Assembles the response, refusing one the driver could not write or receive.
 fn respond(mounted: Vec<Mounted>) -> Result<MountResponse, MountError> {
-    let total: usize = mounted
+    let files: Vec<&(String, u32, SecretBytes)> = mounted.iter().flat_map(|m| &m.files).collect();
+
+    // The request was checked for clashes, but `.crt`/`.key` files and history folders are
+    // only known now.
+    let paths: Vec<&str> = files.iter().map(|(path, _, _)| path.as_str()).collect();
+    if let Some((first, second)) = paths::find_conflict(&paths) {
+        return Err(RequestError::Invalid {
+            place: request::Place::Parameter("objects"),
+            reason: format!("the files {first:?} and {second:?} clash in the volume"),
+        }
+        .into());
+    }
+
+    let total: usize = files
         .iter()
-        .flat_map(|m| &m.files)
         .map(|(path, _, contents)| path.len() + contents.len() + 16)
         .sum();
     if total > MAX_RESPONSE_BYTES {
-        let mut sizes: Vec<(&str, usize)> = mounted
+        let mut sizes: Vec<(&str, usize)> = files
             .iter()
-            .flat_map(|m| &m.files)
             .map(|(path, _, contents)| (path.as_str(), contents.len()))
             .collect();
         sizes.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
@@ -172,12 +291,10 @@ fn respond(mounted: Vec<Mounted>) -> Result<MountResponse, MountError> {
 
     let mut response = MountResponse::default();
     for object in mounted {
-        response.object_version.push(ObjectVersion {
-            id: object.id,
-            version: object.version,
-        });
+        response.object_version.extend(object.versions);
         for (path, mode, contents) in object.files {
-            let mode = i32::try_from(mode).unwrap_or(0o644);
+            // Modes were checked to be at most 0o777 when the request was parsed.
+            let mode = (mode & 0o777) as i32;
             response.files.push(File {
                 path,
                 mode,

@@ -5,9 +5,83 @@
 
 use base64::Engine as _;
 
-use crate::keyvault::SecretBundle;
+use crate::keyvault::{CertificateBundle, KeyBundle, SecretBundle};
 use crate::request::{Encoding, ObjectSpec};
 use crate::secret::SecretBytes;
+
+/// An object as fetched from its collection.
+#[derive(Debug)]
+pub enum Fetched {
+    /// From `/secrets`.
+    Secret(SecretBundle),
+    /// From `/keys`.
+    Key(KeyBundle),
+    /// From `/certificates`.
+    Cert(CertificateBundle),
+}
+
+impl Fetched {
+    /// The Key Vault version it came from.
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Secret(bundle) => bundle.version(),
+            Self::Key(bundle) => bundle.version(),
+            Self::Cert(bundle) => bundle.version(),
+        }
+    }
+}
+
+/// Process-wide rendering switches, from the flags the Go provider's chart passes.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderOptions {
+    /// `--construct-pem-chain`: order certificates leaf → root.
+    pub construct_pem_chain: bool,
+    /// `--write-cert-and-key-in-separate-files`: also `<file>.crt` and `<file>.key`.
+    pub write_cert_and_key_in_separate_files: bool,
+}
+
+/// One file of an object: its path is the object's path plus `suffix`.
+#[derive(Debug)]
+pub struct Output {
+    /// `""` for the main file, `".crt"` or `".key"` for the separate files.
+    pub suffix: &'static str,
+    /// The bytes.
+    pub contents: SecretBytes,
+}
+
+/// Everything an object renders to.
+#[derive(Debug)]
+pub struct Rendered {
+    /// Its files.
+    pub outputs: Vec<Output>,
+    /// Something the operator should know, e.g. a chain kept in stored order.
+    pub warning: Option<String>,
+}
+
+/// Renders a fetched object as its spec asks.
+pub fn object(
+    spec: &ObjectSpec,
+    fetched: &Fetched,
+    _options: RenderOptions,
+) -> Result<Rendered, RenderError> {
+    let unsupported = |what: &str| RenderError::Unsupported {
+        index: spec.index,
+        name: spec.name.clone(),
+        what: what.to_owned(),
+    };
+    let contents = match fetched {
+        Fetched::Secret(bundle) => secret(spec, bundle)?,
+        Fetched::Key(_) => return Err(unsupported("objectType key")),
+        Fetched::Cert(_) => return Err(unsupported("objectType cert")),
+    };
+    Ok(Rendered {
+        outputs: vec![Output {
+            suffix: "",
+            contents,
+        }],
+        warning: None,
+    })
+}
 
 /// Why an object's value cannot become file contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

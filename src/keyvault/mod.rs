@@ -11,6 +11,11 @@ use crate::http::{self, GaveUp, RetryPolicy};
 use crate::request::ObjectType;
 use crate::secret::{SecretBytes, SecretString};
 
+mod bundles;
+
+use bundles::VersionPage;
+pub use bundles::{CertificateBundle, KeyBundle, SecretBundle, VersionItem, version_of};
+
 /// The data-plane API version sent with every request.
 pub const API_VERSION: &str = "7.6";
 
@@ -107,29 +112,6 @@ pub enum KeyVaultError {
     },
 }
 
-/// A secret as Key Vault returns it.
-#[derive(Debug, Deserialize)]
-pub struct SecretBundle {
-    /// The value; absent only in list results.
-    #[serde(default)]
-    pub value: Option<SecretString>,
-    /// `https://<vault>.<suffix>/secrets/<name>/<version>`.
-    pub id: String,
-    /// `application/x-pkcs12`, `application/x-pem-file`, or anything the owner set.
-    #[serde(rename = "contentType", default)]
-    pub content_type: Option<String>,
-    /// Present when the secret backs a certificate.
-    #[serde(default)]
-    pub kid: Option<String>,
-}
-
-impl SecretBundle {
-    /// The version: the last segment of the id.
-    pub fn version(&self) -> &str {
-        self.id.rsplit('/').next().unwrap_or_default()
-    }
-}
-
 #[derive(Deserialize)]
 struct ErrorBody {
     error: ErrorDetail,
@@ -168,11 +150,7 @@ impl KeyVault {
         let bytes = self
             .get(vault_url, "secrets", object, token, deadline)
             .await?;
-        let bundle: SecretBundle =
-            serde_json::from_slice(bytes.expose()).map_err(|e| KeyVaultError::Malformed {
-                object: object.clone(),
-                reason: format!("not a SecretBundle: {e}"),
-            })?;
+        let bundle: SecretBundle = parse(object, &bytes, "a SecretBundle")?;
         if bundle.value.is_none() {
             return Err(KeyVaultError::Malformed {
                 object: object.clone(),
@@ -182,24 +160,118 @@ impl KeyVault {
         Ok(bundle)
     }
 
+    /// `GET /keys/{name}[/{version}]`.
+    pub async fn key(
+        &self,
+        vault_url: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<KeyBundle, KeyVaultError> {
+        let bytes = self.get(vault_url, "keys", object, token, deadline).await?;
+        parse(object, &bytes, "a KeyBundle")
+    }
+
+    /// `GET /certificates/{name}[/{version}]`.
+    pub async fn certificate(
+        &self,
+        vault_url: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<CertificateBundle, KeyVaultError> {
+        let bytes = self
+            .get(vault_url, "certificates", object, token, deadline)
+            .await?;
+        let bundle: CertificateBundle = parse(object, &bytes, "a CertificateBundle")?;
+        if bundle.cer.is_none() {
+            return Err(KeyVaultError::Malformed {
+                object: object.clone(),
+                reason: "no cer".into(),
+            });
+        }
+        Ok(bundle)
+    }
+
+    /// `GET /{collection}/{name}/versions`, every page: the enabled versions, newest first.
+    ///
+    /// `nextLink` is followed verbatim, but only to the vault's own host: the bearer token
+    /// goes nowhere else.
+    pub async fn versions(
+        &self,
+        vault_url: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<Vec<VersionItem>, KeyVaultError> {
+        let mut url = format!(
+            "{vault_url}{}/{}/versions?api-version={API_VERSION}&maxresults=25",
+            collection(object.kind),
+            object.name
+        );
+        let mut items = Vec::new();
+        for _page in 0..MAX_PAGES {
+            let bytes = self.send(&url, object, token, deadline).await?;
+            let page: VersionPage = parse(object, &bytes, "a page of versions")?;
+            items.extend(
+                page.value
+                    .into_iter()
+                    .filter(|item| item.attributes.enabled),
+            );
+            match page.next_link.filter(|link| !link.is_empty()) {
+                Some(next) if same_host(vault_url, &next) => url = next,
+                Some(_) => {
+                    return Err(KeyVaultError::Malformed {
+                        object: object.clone(),
+                        reason: "nextLink points to another host".into(),
+                    });
+                }
+                None => {
+                    // Newest first; the list order is not defined, and equal creation times
+                    // fall back to the id so the order is at least stable.
+                    items.sort_by(|a, b| {
+                        b.attributes
+                            .created
+                            .cmp(&a.attributes.created)
+                            .then_with(|| b.id.cmp(&a.id))
+                    });
+                    return Ok(items);
+                }
+            }
+        }
+        Err(KeyVaultError::Malformed {
+            object: object.clone(),
+            reason: format!("more than {MAX_PAGES} pages of versions"),
+        })
+    }
+
     /// One GET, retried; a success body is returned whole, an error becomes a
     /// [`KeyVaultError`].
     async fn get(
         &self,
         vault_url: &str,
-        collection: &str,
+        collection: &'static str,
         object: &ObjectRef,
         token: &SecretString,
         deadline: Instant,
     ) -> Result<SecretBytes, KeyVaultError> {
         let version = object.version.as_deref().unwrap_or_default();
-        let url = format!("{vault_url}{collection}/{}/{version}", object.name);
-        let make = || {
-            self.http
-                .get(&url)
-                .query(&[("api-version", API_VERSION)])
-                .bearer_auth(token.expose())
-        };
+        let url = format!(
+            "{vault_url}{collection}/{}/{version}?api-version={API_VERSION}",
+            object.name
+        );
+        self.send(&url, object, token, deadline).await
+    }
+
+    /// GETs `url` with the token, retried; an error answer becomes a [`KeyVaultError`].
+    async fn send(
+        &self,
+        url: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
+    ) -> Result<SecretBytes, KeyVaultError> {
+        let make = || self.http.get(url).bearer_auth(token.expose());
 
         let response = http::send(&self.policy, deadline, make)
             .await
@@ -223,6 +295,40 @@ impl KeyVault {
             return Ok(SecretBytes::new(body.to_vec()));
         }
         Err(error(object, status, &body))
+    }
+}
+
+/// Most pages a versions list may have: 25 versions each, far beyond any real history.
+const MAX_PAGES: usize = 200;
+
+fn collection(kind: ObjectType) -> &'static str {
+    match kind {
+        ObjectType::Secret => "secrets",
+        ObjectType::Key => "keys",
+        ObjectType::Cert => "certificates",
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    object: &ObjectRef,
+    bytes: &SecretBytes,
+    what: &str,
+) -> Result<T, KeyVaultError> {
+    serde_json::from_slice(bytes.expose()).map_err(|e| KeyVaultError::Malformed {
+        object: object.clone(),
+        reason: format!("not {what}: {e}"),
+    })
+}
+
+/// Whether `link` is on the vault's own scheme, host and port (443 written or not).
+fn same_host(vault_url: &str, link: &str) -> bool {
+    match (reqwest::Url::parse(vault_url), reqwest::Url::parse(link)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
     }
 }
 
@@ -299,6 +405,20 @@ mod tests {
             message,
             "secret \"db\" in vault kv (latest version) was not found: HTTP 404 without a Key Vault error body"
         );
+    }
+
+    #[test]
+    fn next_links_stay_on_the_vault() {
+        let vault = "https://kv.vault.azure.net/";
+        assert!(same_host(
+            vault,
+            "https://kv.vault.azure.net:443/secrets/a/versions?$skiptoken=x"
+        ));
+        assert!(!same_host(vault, "https://evil.example/secrets/a/versions"));
+        assert!(!same_host(
+            vault,
+            "http://kv.vault.azure.net/secrets/a/versions"
+        ));
     }
 
     #[test]

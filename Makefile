@@ -1,0 +1,44 @@
+# The one task runner, for people and CI alike. Every target works on a fresh machine.
+
+CARGO ?= cargo
+VENV  := .venv
+BIN   := target/release/akv-csi-provider
+
+.PHONY: all build demo test unit e2e lint fmt venv fixtures clean
+
+all: build
+
+## build: the release binary, exactly what ships
+build:
+	$(CARGO) build --release --locked -p akv-csi-provider
+
+## demo: mount the orders-api SecretProviderClass through the test world and show the volume
+demo: build
+	$(CARGO) run --quiet --locked -p akv-e2e --bin demo
+
+## test: every test: unit, e2e through the release binary, and the Python SDK fidelity check
+test: build venv
+	$(CARGO) test --locked --workspace
+
+## lint: formatting and clippy, warnings as errors
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## venv: Microsoft's official Python SDKs, for the fidelity check of the doubles
+venv: $(VENV)/.installed
+$(VENV)/.installed: e2e/fidelity/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r e2e/fidelity/requirements.txt
+	touch $@
+
+## fixtures: rebuild every certificate, key and PFX the tests use (needs openssl 3)
+fixtures:
+	bash e2e/fixtures/generate.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
