@@ -1,0 +1,22 @@
+//! The test world for akv-csi-provider.
+
+pub mod driver;
+pub mod provider;
+
+pub mod ca;
+pub mod cloud;
+pub mod entra;
+pub mod fault;
+mod front;
+pub mod jwt;
+pub mod keyvault;
+pub mod oidc;
+pub mod proxy;
+pub mod scenario;
+mod tasks;
+mod wire;
+pub mod world;
+
+pub use cloud::Cloud;
+pub use fault::Fault;
+pub use world::World;
