@@ -45,6 +45,8 @@ struct State {
     /// Apps by lower-case client id.
     apps: BTreeMap<String, App>,
     requests: Vec<TokenRequestSeen>,
+    /// Every access token signed, so tests can look for them where they must not be.
+    issued: Vec<String>,
     latency: Duration,
     token_lifetime: u64,
     refresh_in: Option<u64>,
@@ -81,6 +83,7 @@ impl Entra {
                     tenants: BTreeSet::new(),
                     apps: BTreeMap::new(),
                     requests: Vec::new(),
+                    issued: Vec::new(),
                     latency: Duration::ZERO,
                     token_lifetime: 3599,
                     refresh_in: None,
@@ -192,6 +195,11 @@ impl Entra {
     /// Makes the next `count` requests to Entra fail with `fault`.
     pub fn inject_fault(&self, fault: Fault, count: usize) {
         self.inner.faults.push(fault, count);
+    }
+
+    /// Every access token this double has signed, oldest first.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state().issued.clone()
     }
 
     /// The public keys that sign access tokens, as a JWK Set.

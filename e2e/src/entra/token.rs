@@ -431,7 +431,9 @@ impl Entra {
         });
         let kid = self.inner.key.kid();
         let header = json!({"typ": "JWT", "alg": "RS256", "x5t": kid, "kid": kid});
-        self.inner.key.sign_with_header(&header, &claims)
+        let signed = self.inner.key.sign_with_header(&header, &claims);
+        self.state().issued.push(signed.clone());
+        signed
     }
 }
 
