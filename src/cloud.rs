@@ -85,6 +85,18 @@ pub fn resolve(name: &str, env_file: Option<&str>) -> Result<Cloud, RequestError
     }
 }
 
+/// Normalises an authority host URL to `https://host/`; anything but https is refused.
+pub fn authority(url: &str) -> Result<String, String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let host = trimmed.strip_prefix("https://").unwrap_or_default();
+    if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!(
+            "{url:?} is not an https authority host such as https://login.microsoftonline.com/"
+        ));
+    }
+    Ok(format!("{trimmed}/"))
+}
+
 /// The fields of an Azure environment file that matter here.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

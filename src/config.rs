@@ -87,6 +87,50 @@ pub struct Flags {
 pub enum Command {
     /// Serve the CSI driver on the unix socket (the default).
     Serve,
+    /// Standalone mode: write a SecretProviderClass's objects into a folder and keep them fresh.
+    Mount(MountArgs),
+}
+
+/// Flags of `akv-csi-provider mount`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MountArgs {
+    /// The SecretProviderClass manifest (the same YAML a cluster uses).
+    #[arg(long)]
+    pub spc: PathBuf,
+
+    /// The folder to write into, laid out as kubelet's atomic writer does.
+    #[arg(long)]
+    pub target: PathBuf,
+
+    /// Run one round and exit: 0 on success, 2 configuration, 3 identity, 4 Key Vault,
+    /// 5 writing, 1 anything else.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Time between rounds.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub rotation_poll_interval: Duration,
+
+    /// A projected service-account token file to exchange (workload identity); re-read
+    /// every round.
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// A file holding a service principal's client secret (else `AZURE_CLIENT_SECRET`).
+    #[arg(long)]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Client id when the manifest sets no `clientID`.
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub client_id: Option<String>,
+
+    /// Tenant when the manifest sets none.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant_id: Option<String>,
+
+    /// Entra authority host, replacing the cloud's (as Azure's SDKs read it).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub authority_host: Option<String>,
 }
 
 impl Flags {
@@ -115,6 +159,10 @@ impl Flags {
         }
         Config {
             cloud_name: self.cloud_name.clone(),
+            authority_host: match &self.command {
+                Some(Command::Mount(args)) => args.authority_host.clone(),
+                _ => None,
+            },
             imds_endpoint: self.imds_endpoint.clone(),
             construct_pem_chain: self.construct_pem_chain,
             write_cert_and_key_in_separate_files: self.write_cert_and_key_in_separate_files,
@@ -132,6 +180,9 @@ impl Flags {
 pub struct Config {
     /// Default `cloudName`.
     pub cloud_name: String,
+    /// An Entra authority host replacing every cloud's (standalone mode's
+    /// `AZURE_AUTHORITY_HOST`).
+    pub authority_host: Option<String>,
     /// IMDS base URL.
     pub imds_endpoint: String,
     /// Order certificate chains.

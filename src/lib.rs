@@ -19,6 +19,7 @@ pub mod request;
 pub mod secret;
 pub mod server;
 pub mod socket;
+pub mod standalone;
 pub mod telemetry;
 
 use std::future::Future;
@@ -62,6 +63,7 @@ pub fn mounter(config: &Config) -> Result<Mounter, RunError> {
     let options = MountOptions {
         defaults: request::Defaults {
             cloud_name: config.cloud_name.clone(),
+            authority_host: config.authority_host.clone(),
         },
         concurrency: config.mount_concurrency,
         default_timeout: config.mount_timeout,

@@ -1,12 +1,15 @@
-//! The `akv-csi-provider` binary: flags, logging, the socket, then the library's `run`.
+//! The `akv-csi-provider` binary: flags, logging, then the library — serving the driver on
+//! its socket, or standalone mode's `mount`.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use akv_csi_provider::config::{Command, Flags};
+use akv_csi_provider::config::{Command, Flags, MountArgs};
+use akv_csi_provider::secret::SecretString;
+use akv_csi_provider::standalone::{self, Environment};
 use akv_csi_provider::telemetry::{self, LogOptions};
-use akv_csi_provider::{run, socket};
+use akv_csi_provider::{mounter, run, socket};
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -25,8 +28,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match flags.command {
+    match &flags.command {
         None | Some(Command::Serve) => runtime.block_on(serve(&flags)),
+        Some(Command::Mount(args)) => runtime.block_on(mount(&flags, args)),
     }
 }
 
@@ -57,6 +61,41 @@ async fn serve(flags: &Flags) -> ExitCode {
         Err(error) => {
             tracing::error!(%error, "stopped on error");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn mount(flags: &Flags, args: &MountArgs) -> ExitCode {
+    let config = flags.config();
+    let mounter = match mounter(&config) {
+        Ok(mounter) => mounter,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = standalone::Options {
+        spc: args.spc.clone(),
+        target: args.target.clone(),
+        once: args.once,
+        interval: args.rotation_poll_interval,
+        timeout: config.mount_timeout,
+    };
+    let env = Environment {
+        federated_token_file: args.federated_token_file.clone(),
+        client_secret_file: args.client_secret_file.clone(),
+        client_secret: std::env::var("AZURE_CLIENT_SECRET")
+            .ok()
+            .map(SecretString::new),
+        client_id: args.client_id.clone(),
+        tenant_id: args.tenant_id.clone(),
+    };
+
+    match standalone::run(&mounter, &options, &env).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, exit_code = error.exit_code(), "mount failed");
+            ExitCode::from(error.exit_code())
         }
     }
 }

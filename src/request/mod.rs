@@ -175,6 +175,8 @@ pub struct MountParams {
 pub struct Defaults {
     /// `cloudName` when a request has none.
     pub cloud_name: String,
+    /// An authority host that replaces the cloud's (standalone mode, `AZURE_AUTHORITY_HOST`).
+    pub authority_host: Option<String>,
 }
 
 /// Parses the three JSON strings of a MountRequest.
@@ -223,7 +225,12 @@ pub fn parse(
         name => name,
     };
     let env_file = Some(params.get("cloudEnvFileName")).filter(|f| !f.is_empty());
-    let cloud = cloud::resolve(cloud_name, env_file)?;
+    let mut cloud = cloud::resolve(cloud_name, env_file)?;
+    if let Some(host) = &defaults.authority_host {
+        cloud.authority = cloud::authority(host).map_err(|reason| {
+            RequestError::invalid(Place::Parameter("AZURE_AUTHORITY_HOST"), reason)
+        })?;
+    }
 
     let objects = objects::parse(params.get("objects"), mode)?;
     let identity = identity(&params, &attributes, &secrets)?;

@@ -10,6 +10,7 @@ const OBJECTS: &str = "array:\n  - |\n    objectName: db\n    objectType: secret
 fn defaults() -> Defaults {
     Defaults {
         cloud_name: "AzurePublicCloud".into(),
+        authority_host: None,
     }
 }
 
