@@ -148,10 +148,11 @@ fn stack(path: &str) -> Result<Cloud, RequestError> {
             "keyVaultDNSSuffix in {path:?} is not a DNS suffix"
         )));
     }
+    // autorest writes "N/A" for identifiers a stamp lacks: only an https URL is a resource.
     let resource = [env.resource_identifiers.keyvault, env.keyvault_endpoint]
         .into_iter()
         .map(|r| r.trim().trim_end_matches('/').to_owned())
-        .find(|r| !r.is_empty())
+        .find(|r| r.len() > "https://".len() && r.starts_with("https://"))
         .unwrap_or_else(|| format!("https://{suffix}"));
 
     Ok(Cloud {
@@ -221,5 +222,46 @@ mod tests {
         let missing = resolve("AzureStackCloud", None).unwrap_err().to_string();
         assert!(missing.starts_with("parameter cloudEnvFileName: is required"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_unavailable_resource_identifier_falls_back_to_the_key_vault_endpoint() {
+        let dir = std::env::temp_dir().join(format!("akv-cloud-na-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("stack.json");
+        std::fs::write(
+            &file,
+            r#"{"activeDirectoryEndpoint":"https://login.stack.example",
+               "keyVaultDNSSuffix":".vault.stack.example",
+               "keyVaultEndpoint":"https://vault.stack.example/",
+               "resourceIdentifiers":{"keyVault":"N/A"}}"#,
+        )
+        .unwrap();
+
+        let cloud = resolve("azurestackcloud", Some(file.to_str().unwrap())).unwrap();
+
+        assert_eq!(
+            cloud,
+            Cloud {
+                name: "AzureStackCloud".into(),
+                authority: "https://login.stack.example/".into(),
+                keyvault_suffix: "vault.stack.example".into(),
+                keyvault_resource: "https://vault.stack.example".into(),
+            }
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_env_file_is_named_in_the_error() {
+        let missing = resolve("AzureStackCloud", Some("/nonexistent/akv-env.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with(
+                "parameter cloudEnvFileName: cannot read \"/nonexistent/akv-env.json\": "
+            ),
+            "{missing}"
+        );
     }
 }

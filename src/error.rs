@@ -122,3 +122,64 @@ pub fn last_failure(last: &LastFailure) -> String {
         LastFailure::NotAttempted => "no time was left to try".to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entra(code: u32) -> MountError {
+        IdentityError::Entra {
+            tenant: "t".into(),
+            client_id: "c".into(),
+            code: Some(code),
+            description: format!("AADSTS{code}: Entra's text."),
+            correlation_id: Some("corr".into()),
+        }
+        .into()
+    }
+
+    #[test]
+    fn every_documented_aadsts_code_has_a_grpc_code() {
+        let table = [
+            (70021, Code::PermissionDenied),
+            (700211, Code::PermissionDenied),
+            (700212, Code::PermissionDenied),
+            (700213, Code::PermissionDenied),
+            (7002138, Code::PermissionDenied),
+            (700016, Code::PermissionDenied),
+            (700024, Code::Unauthenticated),
+            (700027, Code::Unauthenticated),
+            (90002, Code::Unauthenticated),
+            (7000215, Code::Unauthenticated),
+            (90061, Code::Unavailable),
+        ];
+        for (aadsts, code) in table {
+            assert_eq!(entra(aadsts).code(), code, "AADSTS{aadsts}");
+        }
+    }
+
+    #[test]
+    fn an_aadsts_message_keeps_the_code_and_adds_the_usual_cause() {
+        let status = entra(700213).to_status();
+        assert_eq!(
+            status.message(),
+            "Entra ID refused a token for client c in tenant t: AADSTS700213: Entra's text. \
+             [the federated credential's subject must be \
+             system:serviceaccount:<namespace>:<service account> exactly] (correlation id corr)"
+        );
+    }
+
+    #[test]
+    fn imds_refusals_and_outages_have_their_own_codes() {
+        let imds = |status| {
+            MountError::from(IdentityError::Imds {
+                client_id: None,
+                status,
+                message: "m".into(),
+            })
+        };
+        assert_eq!(imds(400).code(), Code::Unauthenticated);
+        assert_eq!(imds(403).code(), Code::Unauthenticated);
+        assert_eq!(imds(409).code(), Code::Unavailable);
+    }
+}

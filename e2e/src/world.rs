@@ -3,15 +3,18 @@
 //!
 //! A test starts a [`World`], seeds it (tenants, apps, federated credentials, vaults, secrets,
 //! grants), points the provider at it with `HTTPS_PROXY` = [`World::proxy_url`] and
-//! `SSL_CERT_FILE` = [`World::ca_file`], then reads back what each double saw. Worlds share no
-//! state, so tests may run several at once; dropping one stops all its servers.
+//! `SSL_CERT_FILE` = [`World::ca_file`] (and `--imds-endpoint` = [`World::imds_url`] for
+//! managed identity), then reads back what each double saw. Worlds share no state, so tests
+//! may run several at once; dropping one stops all its servers.
 
 use crate::ca::TestCa;
 use crate::entra::Entra;
 use crate::front::{Doubles, Front};
+use crate::imds::Imds;
 use crate::keyvault::KeyVault;
 use crate::oidc::OidcIssuer;
 use crate::proxy::{Proxy, ProxyRequestSeen};
+use crate::tasks::AbortOnDrop;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +30,9 @@ pub struct World {
     entra: Entra,
     keyvault: KeyVault,
     proxy: Proxy,
+    imds: Imds,
     _front: Front,
+    _imds_server: AbortOnDrop,
 }
 
 impl World {
@@ -56,6 +61,7 @@ impl World {
         let tls = ca.server_config(&crate::cloud::certificate_names());
         let front = Front::start(tls, doubles).await;
         let proxy = Proxy::start(proxy_listener, front.addr(), keyvault.clone());
+        let (imds, imds_server) = Imds::start(entra.clone()).await;
 
         World {
             ca,
@@ -63,7 +69,9 @@ impl World {
             entra,
             keyvault,
             proxy,
+            imds,
             _front: front,
+            _imds_server: imds_server,
         }
     }
 
@@ -118,6 +126,16 @@ impl World {
     /// The Key Vault double.
     pub fn keyvault(&self) -> &KeyVault {
         &self.keyvault
+    }
+
+    /// The IMDS double: the node's managed identities.
+    pub fn imds(&self) -> &Imds {
+        &self.imds
+    }
+
+    /// `http://127.0.0.1:<port>` of the IMDS double (give it as `--imds-endpoint`).
+    pub fn imds_url(&self) -> String {
+        self.imds.url().to_owned()
     }
 
     /// `host:port` of every CONNECT the proxy saw, tunnelled or refused, oldest first. The

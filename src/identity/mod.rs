@@ -143,11 +143,22 @@ impl TokenProvider {
         deadline: Instant,
     ) -> Result<SecretString, IdentityError> {
         let key = self.key(identity, cloud);
-        let token = self
-            .cache
-            .get_or_fetch(key, || self.fetch(identity, cloud, deadline))
-            .await?;
-        Ok(token.value)
+        // Metrics: a lookup that made no request of its own was served by the cache.
+        let fetched = std::sync::atomic::AtomicBool::new(false);
+        let fetch = |give_up_at| {
+            fetched.store(true, std::sync::atomic::Ordering::Relaxed);
+            async move {
+                let result = self.fetch(identity, cloud, give_up_at).await;
+                crate::metrics::token_request(identity, result.as_ref().map(|_| ()));
+                result
+            }
+        };
+        let token = self.cache.get_or_fetch(key, deadline, fetch).await;
+        let fetched = fetched.load(std::sync::atomic::Ordering::Relaxed);
+        if fetched || token.is_ok() {
+            crate::metrics::token_cache_lookup(!fetched);
+        }
+        Ok(token?.value)
     }
 
     /// The cache key: everything that decides which identity a token proves.
@@ -161,6 +172,7 @@ impl TokenProvider {
                 subject,
                 ..
             } => CacheKey::Workload {
+                cloud: cloud.name.clone(),
                 authority: cloud.authority.clone(),
                 tenant: tenant.clone(),
                 client_id: client_id.clone(),
@@ -173,6 +185,7 @@ impl TokenProvider {
                 client_id,
                 secret,
             } => CacheKey::ServicePrincipal {
+                cloud: cloud.name.clone(),
                 authority: cloud.authority.clone(),
                 tenant: tenant.clone(),
                 client_id: client_id.clone(),

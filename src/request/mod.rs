@@ -308,14 +308,21 @@ fn identity(
     let pod_identity = params.flag("usePodIdentity")?;
     let token_proxy = params.flag("useAzureTokenProxy")?;
     let managed = params.flag("useVMManagedIdentity")?;
-    let chosen = [pod_identity, token_proxy, managed]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if chosen > 1 {
+    let chosen: Vec<&'static str> = [
+        ("usePodIdentity", pod_identity),
+        ("useAzureTokenProxy", token_proxy),
+        ("useVMManagedIdentity", managed),
+    ]
+    .into_iter()
+    .filter_map(|(key, on)| on.then_some(key))
+    .collect();
+    if let [first, second, ..] = chosen.as_slice() {
         return Err(RequestError::invalid(
-            Place::Parameter("useVMManagedIdentity"),
-            "at most one of usePodIdentity, useAzureTokenProxy and useVMManagedIdentity may be true",
+            Place::Parameter(first),
+            format!(
+                "is true together with {second}, but at most one of usePodIdentity, \
+                 useAzureTokenProxy and useVMManagedIdentity may be true"
+            ),
         ));
     }
     if pod_identity {
@@ -363,35 +370,68 @@ fn identity(
     }
 
     let tenant = check_tenant(tenant)?;
-    let lookup = |key: &'static str| {
-        secrets
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| {
-                RequestError::invalid(
-                    Place::Request("secrets"),
-                    format!(
-                        "no clientID is set, so a service principal is used, but the \
-                         node-publish secret has no key {key:?}: reference a Secret with \
-                         clientid and clientsecret in the volume's nodePublishSecretRef, or set \
-                         clientID for workload identity"
-                    ),
-                )
-            })
-    };
-    let client_id = lookup("clientid")?;
-    let secret = lookup("clientsecret")?;
-    check_client_id("clientid", client_id.expose())?;
+    let (client_id, secret) = service_principal(secrets)?;
     Ok(Identity::ServicePrincipal {
         tenant,
-        client_id: client_id.expose().to_owned(),
+        client_id,
         secret,
     })
 }
 
+/// `clientid` and `clientsecret` from the node-publish secret, keys in any case.
+fn service_principal(
+    secrets: &HashMap<String, SecretString>,
+) -> Result<(String, SecretString), RequestError> {
+    let place = Place::Request("secrets");
+    let advice = "reference a Secret with the keys clientid and clientsecret in the volume's \
+                  nodePublishSecretRef, or set clientID for workload identity";
+    if secrets.keys().all(|k| k == TOKENS) {
+        return Err(RequestError::invalid(
+            place,
+            format!(
+                "no clientID is set, so a service principal is used, but the volume has no \
+                 node-publish secret: {advice}"
+            ),
+        ));
+    }
+    let lookup = |key: &'static str| {
+        let found = secrets.iter().find(|(k, _)| k.eq_ignore_ascii_case(key));
+        found.map(|(_, v)| v.clone()).ok_or_else(|| {
+            RequestError::invalid(
+                place.clone(),
+                format!(
+                    "no clientID is set, so a service principal is used, but the node-publish \
+                     secret has no key {key:?}: {advice}"
+                ),
+            )
+        })
+    };
+    let client_id = lookup("clientid")?;
+    let secret = lookup("clientsecret")?;
+
+    let id = client_id.expose().trim();
+    if id.is_empty() || !is_client_id(id) {
+        return Err(RequestError::invalid(
+            place,
+            "the node-publish secret's clientid is not a client id (a GUID of letters, digits \
+             and dashes)",
+        ));
+    }
+    if secret.expose().is_empty() {
+        return Err(RequestError::invalid(
+            place,
+            "the node-publish secret's clientsecret is empty",
+        ));
+    }
+    Ok((id.to_owned(), secret))
+}
+
+fn is_client_id(id: &str) -> bool {
+    id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn check_client_id(key: &'static str, id: &str) -> Result<(), RequestError> {
-    if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if is_client_id(id) {
         return Ok(());
     }
     Err(RequestError::invalid(

@@ -170,11 +170,46 @@ fn a_service_principal_comes_from_the_node_publish_secret() {
     let error = parse_with(json!({"clientID": null}), r#"{"clientid":"x"}"#)
         .unwrap_err()
         .to_string();
-    assert!(
-        error.starts_with("MountRequest.secrets: no clientID is set"),
-        "{error}"
+    assert_eq!(
+        error,
+        "MountRequest.secrets: no clientID is set, so a service principal is used, but the \
+         node-publish secret has no key \"clientsecret\": reference a Secret with the keys \
+         clientid and clientsecret in the volume's nodePublishSecretRef, or set clientID for \
+         workload identity"
     );
-    assert!(error.contains("no key \"clientsecret\"") && error.contains("nodePublishSecretRef"));
+}
+
+#[test]
+fn a_service_principal_without_a_node_publish_secret_says_so() {
+    for secrets in ["null", "{}"] {
+        let error = parse_with(json!({"clientID": null}), secrets)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "MountRequest.secrets: no clientID is set, so a service principal is used, but the \
+             volume has no node-publish secret: reference a Secret with the keys clientid and \
+             clientsecret in the volume's nodePublishSecretRef, or set clientID for workload \
+             identity"
+        );
+    }
+}
+
+#[test]
+fn a_service_principal_needs_a_client_id_and_a_secret_with_content() {
+    let bad_id = json!({"clientid": "a/b", "clientsecret": "s"}).to_string();
+    let error = parse_with(json!({"clientID": null}), &bad_id).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "MountRequest.secrets: the node-publish secret's clientid is not a client id (a GUID of \
+         letters, digits and dashes)"
+    );
+    let empty = json!({"clientid": "c", "clientsecret": ""}).to_string();
+    let error = parse_with(json!({"clientID": null}), &empty).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "MountRequest.secrets: the node-publish secret's clientsecret is empty"
+    );
 }
 
 #[test]
@@ -196,19 +231,32 @@ fn managed_identity_takes_an_optional_user_assigned_id() {
 
 #[test]
 fn retired_modes_point_to_workload_identity() {
-    for key in ["usePodIdentity", "useAzureTokenProxy"] {
-        let error = parse_with(json!({key: "true"}), "null")
-            .unwrap_err()
-            .to_string();
-        assert!(error.starts_with(&format!("parameter {key}: ")), "{error}");
-        assert!(error.contains("use workload identity"), "{error}");
+    let expected = [
+        (
+            "usePodIdentity",
+            "parameter usePodIdentity: aad-pod-identity is retired and not supported: use \
+             workload identity (set clientID and usePodIdentity: \"false\")",
+        ),
+        (
+            "useAzureTokenProxy",
+            "parameter useAzureTokenProxy: the AKS identity binding (preview) is not supported: \
+             use workload identity (set clientID and useAzureTokenProxy: \"false\")",
+        ),
+    ];
+    for (key, message) in expected {
+        let error = parse_with(json!({key: "true"}), "null").unwrap_err();
+        assert_eq!(error.to_string(), message);
     }
     let error = parse_with(
         json!({"usePodIdentity": "true", "useVMManagedIdentity": "1"}),
         "null",
     )
     .unwrap_err();
-    assert!(error.to_string().contains("at most one of"));
+    assert_eq!(
+        error.to_string(),
+        "parameter usePodIdentity: is true together with useVMManagedIdentity, but at most one \
+         of usePodIdentity, useAzureTokenProxy and useVMManagedIdentity may be true"
+    );
 }
 
 #[test]

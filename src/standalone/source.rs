@@ -78,10 +78,11 @@ pub fn request(spc: &Path, env: &Environment) -> Result<MountRequest, SourceErro
     let has = |attrs: &BTreeMap<String, String>, key: &str| {
         attrs.get(key).is_some_and(|v| !v.trim().is_empty())
     };
-    if !has(&attributes, "tenantID") && !has(&attributes, "tenantId") {
-        if let Some(tenant) = &env.tenant_id {
-            attributes.insert("tenantID".into(), tenant.clone());
-        }
+    if let Some(tenant) = &env.tenant_id
+        && !has(&attributes, "tenantID")
+        && !has(&attributes, "tenantId")
+    {
+        attributes.insert("tenantID".into(), tenant.clone());
     }
     let client_id = attributes
         .get("clientID")

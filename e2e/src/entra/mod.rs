@@ -68,6 +68,8 @@ struct FederatedCredential {
     issuer: String,
     subject: String,
     audience: String,
+    /// False while a new credential propagates: Entra does not match it yet (AADSTS70021).
+    propagated: bool,
 }
 
 impl Entra {
@@ -133,6 +135,39 @@ impl Entra {
         subject: &str,
         audience: &str,
     ) {
+        self.push_federated_credential(client_id, issuer, subject, audience, true);
+    }
+
+    /// Adds a federated credential that is still propagating, as one is for a few minutes after
+    /// it is created: an assertion that only it would match is refused with the generic
+    /// AADSTS70021 until [`Entra::finish_propagation`].
+    pub fn add_propagating_federated_credential(
+        &self,
+        client_id: &str,
+        issuer: &str,
+        subject: &str,
+        audience: &str,
+    ) {
+        self.push_federated_credential(client_id, issuer, subject, audience, false);
+    }
+
+    /// Makes every federated credential of app `client_id` effective.
+    pub fn finish_propagation(&self, client_id: &str) {
+        self.with_app(client_id, |app| {
+            for credential in &mut app.federated {
+                credential.propagated = true;
+            }
+        });
+    }
+
+    fn push_federated_credential(
+        &self,
+        client_id: &str,
+        issuer: &str,
+        subject: &str,
+        audience: &str,
+        propagated: bool,
+    ) {
         self.with_app(client_id, |app| {
             assert!(
                 app.federated.len() < MAX_FEDERATED_CREDENTIALS,
@@ -142,6 +177,7 @@ impl Entra {
                 issuer: issuer.to_owned(),
                 subject: subject.to_owned(),
                 audience: audience.to_owned(),
+                propagated,
             });
         });
     }
@@ -231,6 +267,38 @@ impl Entra {
         })
     }
 
+    /// An access token for managed identity `client_id` of `tenant_id`, living `lifetime`
+    /// seconds, as the IMDS double hands it out. The identity is registered if it is new.
+    pub(crate) fn mint_managed_identity_token(
+        &self,
+        cloud: Cloud,
+        tenant_id: &str,
+        client_id: &str,
+        resource: &str,
+        lifetime: u64,
+    ) -> String {
+        let object_id = self
+            .object_id(client_id)
+            .unwrap_or_else(|| wire::stable_guid(client_id));
+        self.sign_access_token(&token::AccessTokenFor {
+            cloud,
+            tenant: tenant_id,
+            client_id,
+            object_id: &object_id,
+            resource,
+            lifetime,
+            by_assertion: true,
+        })
+    }
+
+    /// Registers `client_id` in `tenant_id` (creating the tenant) unless it exists.
+    pub(crate) fn ensure_app(&self, tenant_id: &str, client_id: &str) {
+        self.add_tenant(tenant_id);
+        if self.object_id(client_id).is_none() {
+            self.add_app(tenant_id, client_id);
+        }
+    }
+
     /// Decodes `token` and checks that this double signed it. Claims are left to the caller.
     pub fn verify_access_token(&self, token: &str) -> Option<Jwt> {
         let jwt = Jwt::decode(token).ok()?;
@@ -243,11 +311,16 @@ impl Entra {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
+        let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
         if let Some(fault) = self.inner.faults.take() {
+            if let [tenant, "oauth2", "v2.0", "token"] = segments.as_slice() {
+                let mut seen = token::observe(cloud, tenant, &request);
+                seen.outcome = TokenOutcome::Faulted;
+                self.state().requests.push(seen);
+            }
             return token::fault_response(cloud, fault);
         }
 
-        let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
             [tenant, "oauth2", "v2.0", "token"] => {
                 Ok(self.token_endpoint(cloud, tenant, &request).await)

@@ -4,7 +4,8 @@
 //! Checks run in Entra's order, and each failure answers with the AADSTS code Entra uses:
 //! tenant (90002), app (700016), scope (1002012, 500011), then the credential. An assertion is
 //! matched against the app's federated credentials on issuer (700211), subject (700213, or
-//! 7002138 when only the case differs) and audience (700212); then the issuer's discovery
+//! 7002138 when only the case differs) and audience (700212) — or refused with the generic
+//! 70021 while the only matching credential still propagates; then the issuer's discovery
 //! document and JWKS are fetched (90061), the signature checked (700027) and the time window
 //! (700024, with Entra's five minutes of clock skew).
 
@@ -67,6 +68,8 @@ pub enum TokenOutcome {
     Issued,
     /// An error body with this AADSTS code.
     Refused(u32),
+    /// An injected fault answered instead of the endpoint (see [`crate::Fault`]).
+    Faulted,
 }
 
 /// An Entra error: an AADSTS code and its text.
@@ -198,6 +201,33 @@ pub(super) fn fault_response(cloud: Cloud, fault: Fault) -> Result<Response, Res
     }
 }
 
+/// What a token request asks for, before it is answered.
+pub(super) fn observe(cloud: Cloud, tenant: &str, request: &Incoming) -> TokenRequestSeen {
+    let form: HashMap<String, String> =
+        form_urlencoded::parse(&request.body).into_owned().collect();
+    let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let assertion = form.get("client_assertion").map(|token| Jwt::decode(token));
+    let assertion_claim = |name: &str| {
+        let jwt = assertion.as_ref()?.as_ref().ok()?;
+        Some(jwt.claim_str(name)?.to_owned())
+    };
+    TokenRequestSeen {
+        cloud,
+        tenant: tenant.to_owned(),
+        client_id: field("client_id"),
+        grant: match (assertion.is_some(), form.contains_key("client_secret")) {
+            (true, _) => GrantSeen::Assertion,
+            (false, true) => GrantSeen::Secret,
+            (false, false) => GrantSeen::Missing,
+        },
+        scope: field("scope"),
+        assertion_issuer: assertion_claim("iss"),
+        assertion_subject: assertion_claim("sub"),
+        outcome: TokenOutcome::Issued,
+        version: request.version,
+    }
+}
+
 impl Entra {
     /// `POST /{tenant}/oauth2/v2.0/token`.
     pub(super) async fn token_endpoint(
@@ -208,27 +238,7 @@ impl Entra {
     ) -> Response {
         let form: HashMap<String, String> =
             form_urlencoded::parse(&request.body).into_owned().collect();
-        let field = |name: &str| form.get(name).cloned().unwrap_or_default();
-        let assertion = form.get("client_assertion").map(|token| Jwt::decode(token));
-        let assertion_claim = |name: &str| {
-            let jwt = assertion.as_ref()?.as_ref().ok()?;
-            Some(jwt.claim_str(name)?.to_owned())
-        };
-        let mut seen = TokenRequestSeen {
-            cloud,
-            tenant: tenant.to_owned(),
-            client_id: field("client_id"),
-            grant: match (assertion.is_some(), form.contains_key("client_secret")) {
-                (true, _) => GrantSeen::Assertion,
-                (false, true) => GrantSeen::Secret,
-                (false, false) => GrantSeen::Missing,
-            },
-            scope: field("scope"),
-            assertion_issuer: assertion_claim("iss"),
-            assertion_subject: assertion_claim("sub"),
-            outcome: TokenOutcome::Issued,
-            version: request.version,
-        };
+        let mut seen = observe(cloud, tenant, request);
 
         let response = if request.method != http::Method::POST {
             let text = format!(
@@ -349,7 +359,25 @@ impl Entra {
         let subject = jwt.claim_str("sub").unwrap_or_default();
         let audiences = jwt.audiences();
 
-        match_federated_credential(&app.federated, &issuer, subject, &audiences)?;
+        let effective: Vec<FederatedCredential> = app
+            .federated
+            .iter()
+            .filter(|credential| credential.propagated)
+            .cloned()
+            .collect();
+        if let Err(refusal) = match_federated_credential(&effective, &issuer, subject, &audiences) {
+            let propagating = app.federated.iter().any(|credential| {
+                !credential.propagated
+                    && credential.issuer == issuer
+                    && credential.subject == subject
+                    && audiences.contains(&credential.audience)
+            });
+            return Err(if propagating {
+                no_matching_record(&issuer, subject, &audiences)
+            } else {
+                refusal
+            });
+        }
 
         let jwks = self.fetch_issuer_keys(&issuer).await.map_err(|reason| {
             let text = format!("Request to External OIDC endpoint failed. ({reason})");
@@ -545,6 +573,17 @@ fn match_federated_credential(
         return Err(Refusal::new(700212, text));
     }
     Ok(())
+}
+
+/// The generic refusal Entra gives while a matching credential is still propagating.
+fn no_matching_record(issuer: &str, subject: &str, audiences: &[String]) -> Refusal {
+    let text = format!(
+        "No matching federated identity record found for presented assertion. Assertion \
+         Issuer: '{issuer}'. Assertion Subject: '{subject}'. Assertion Audience: '{}'. \
+         https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+        audiences.join(",")
+    );
+    Refusal::new(70021, text)
 }
 
 fn check_time_window(jwt: &Jwt) -> Result<(), Refusal> {
