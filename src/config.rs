@@ -44,12 +44,13 @@ pub struct Flags {
           num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub write_cert_and_key_in_separate_files: bool,
 
-    /// Port of the HTTP health endpoint.
+    /// Port of the HTTP probes (liveness at `--healthz-path`, readiness at `/readyz`), on
+    /// every interface; 0 takes a free port, logged at start.
     #[arg(long, global = true, default_value_t = 8989)]
     pub healthz_port: u16,
 
-    /// Path of the HTTP health endpoint.
-    #[arg(long, global = true, default_value = "/healthz")]
+    /// Path of the liveness probe.
+    #[arg(long, global = true, default_value = "/healthz", value_parser = parse_probe_path)]
     pub healthz_path: String,
 
     /// Time the health check may take, e.g. `5s`.
@@ -60,6 +61,15 @@ pub struct Flags {
     #[arg(long, global = true, default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub log_format_json: bool,
+
+    /// Log format: `text` (the default) or `json` (as `--log-format-json`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+
+    /// Where Prometheus scrapes `/metrics`: `:port` (every interface), `host:port`, or empty
+    /// for no metrics endpoint.
+    #[arg(long, global = true, default_value = ":8898")]
+    pub metrics_addr: String,
 
     /// Log verbosity, as klog's `-v`: 0–2 info, 3–4 debug, 5 and above trace.
     #[arg(short = 'v', long = "v", global = true, default_value_t = 0)]
@@ -171,8 +181,31 @@ impl Flags {
             mount_timeout: self.mount_timeout,
             shutdown_grace: self.shutdown_grace,
             token_cache_capacity: 4096,
+            health: crate::health::HealthOptions {
+                port: self.healthz_port,
+                path: self.healthz_path.clone(),
+                timeout: self.healthz_timeout,
+                socket: self.socket_path().unwrap_or_default(),
+            },
+            metrics_addr: self.metrics_addr.trim().to_owned(),
         }
     }
+
+    /// Whether logs are JSON lines: `--log-format-json` or `--log-format=json`.
+    pub fn json_logs(&self) -> bool {
+        self.log_format_json || self.log_format.as_deref() == Some("json")
+    }
+}
+
+/// A liveness path must be absolute and must not hide the readiness probe.
+fn parse_probe_path(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') || path == crate::health::READINESS_PATH {
+        return Err(format!(
+            "{path:?} must start with / and differ from {}",
+            crate::health::READINESS_PATH
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 /// Settings of a running provider.
@@ -199,6 +232,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Identities whose tokens are cached at most.
     pub token_cache_capacity: usize,
+    /// The HTTP probes.
+    pub health: crate::health::HealthOptions,
+    /// The metrics listen address; empty for none.
+    pub metrics_addr: String,
 }
 
 impl Default for Config {
@@ -284,6 +321,32 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err() && parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn log_format_metrics_and_probe_flags() {
+        let flags =
+            Flags::try_parse_from(["x", "--log-format", "json", "--metrics-addr=127.0.0.1:9000"])
+                .unwrap();
+        assert!(flags.json_logs());
+        assert_eq!(flags.config().metrics_addr, "127.0.0.1:9000");
+
+        let defaults = Flags::try_parse_from(["x"]).unwrap();
+        let config = defaults.config();
+        assert!(!defaults.json_logs());
+        assert_eq!(
+            (config.metrics_addr.as_str(), config.health.port),
+            (":8898", 8989)
+        );
+        assert_eq!(config.health.socket, PathBuf::from("/tmp/azure.sock"));
+
+        for bad in [
+            "--log-format=xml",
+            "--healthz-path=/readyz",
+            "--healthz-path=healthz",
+        ] {
+            assert!(Flags::try_parse_from(["x", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

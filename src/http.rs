@@ -113,6 +113,17 @@ pub async fn send(
     deadline: Instant,
     make: impl Fn() -> RequestBuilder,
 ) -> Result<Response, GaveUp> {
+    send_observed(policy, deadline, make, |_, _| {}).await
+}
+
+/// [`send`], telling `observe` of every attempt: its number (from 1) and the status it got,
+/// or `None` when no answer came. Metrics count requests here.
+pub async fn send_observed(
+    policy: &RetryPolicy,
+    deadline: Instant,
+    make: impl Fn() -> RequestBuilder,
+    observe: impl Fn(u32, Option<u16>),
+) -> Result<Response, GaveUp> {
     let mut attempts = 0;
     let mut last = LastFailure::NotAttempted;
     loop {
@@ -130,6 +141,7 @@ pub async fn send(
             .timeout(policy.attempt_timeout.min(remaining))
             .send()
             .await;
+        observe(attempts, attempt.as_ref().ok().map(|r| r.status().as_u16()));
         let retry_after = match attempt {
             Ok(response) if !retryable(response.status()) => return Ok(response),
             Ok(response) => {
@@ -165,7 +177,7 @@ pub async fn send(
 }
 
 /// Full jitter: a uniform wait between zero and the doubled ceiling.
-fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
+pub fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
     let ceiling = policy
         .base_delay
         .saturating_mul(1 << attempts.saturating_sub(1).min(16))

@@ -5,12 +5,15 @@
 //! cached per identity) → [`keyvault`] (fetch, concurrently) → [`render`] (file contents) →
 //! [`mount`] (the all-or-nothing answer). [`error`] maps every failure to one gRPC status.
 
+pub mod admin;
 pub mod cloud;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod keyvault;
+pub mod metrics;
 pub mod mount;
 pub mod proto;
 mod redact;
@@ -41,6 +44,9 @@ pub enum RunError {
     /// The HTTPS client could not be built (for example, unreadable trusted roots).
     #[error("cannot build the HTTPS client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The health or metrics port could not be opened.
+    #[error(transparent)]
+    Bind(#[from] admin::BindError),
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Server(#[from] tonic::transport::Error),
@@ -83,14 +89,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let service = server::ProviderService::new(Arc::new(mounter(&config)?));
+    let endpoints = admin::Endpoints::start(config.health.clone(), &config.metrics_addr).await?;
+    let health = endpoints.health();
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new calls; waiting for in-flight Mounts");
+        health.stopping().await;
         let _ = stopping_tx.send(());
     };
 
+    endpoints.health().serving().await;
     let serve = tonic::transport::Server::builder()
+        .add_service(endpoints.grpc_health())
         .add_service(CsiDriverProviderServer::new(service))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), signal);
     tokio::pin!(serve);

@@ -14,7 +14,7 @@ use akv_csi_provider::{mounter, run, socket};
 fn main() -> ExitCode {
     let flags = Flags::parse();
     telemetry::init(LogOptions {
-        json: flags.log_format_json,
+        json: flags.json_logs(),
         verbosity: flags.verbosity,
     });
 

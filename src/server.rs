@@ -50,6 +50,7 @@ impl CsiDriverProvider for ProviderService {
         request: Request<MountRequest>,
     ) -> Result<Response<MountResponse>, Status> {
         let started = std::time::Instant::now();
+        let timer = crate::metrics::MountTimer::start();
         let timeout = request
             .metadata()
             .get("grpc-timeout")
@@ -62,9 +63,11 @@ impl CsiDriverProvider for ProviderService {
             Ok(params) => params,
             Err(error) => {
                 let error = MountError::from(error);
+                timer.finish(error.code());
+                let _span = crate::telemetry::unparsed_mount_span(&request.attributes).entered();
                 tracing::error!(
-                    code = ?error.code(), error = %error, duration_ms = elapsed_ms(started),
-                    "mount refused: invalid request"
+                    result = "error", code = ?error.code(), error = %error,
+                    duration_ms = elapsed_ms(started), "mount refused: invalid request"
                 );
                 return Err(error.to_status());
             }
@@ -87,7 +90,9 @@ impl CsiDriverProvider for ProviderService {
         let _entered = span.enter();
         match result {
             Ok(response) => {
+                timer.finish(tonic::Code::Ok);
                 tracing::info!(
+                    result = "success",
                     objects,
                     files = response.files.len(),
                     duration_ms = elapsed_ms(started),
@@ -96,8 +101,9 @@ impl CsiDriverProvider for ProviderService {
                 Ok(Response::new(response))
             }
             Err(error) => {
+                timer.finish(error.code());
                 tracing::error!(
-                    objects, code = ?error.code(), error = %error, duration_ms = elapsed_ms(started),
+                    result = "error", objects, code = ?error.code(), error = %error, duration_ms = elapsed_ms(started),
                     "mount failed"
                 );
                 Err(error.to_status())

@@ -12,6 +12,10 @@
 //! otherwise, IMDS (`--imds-endpoint`) and `HTTPS_PROXY` point at a closed loopback port, so a
 //! stray managed-identity call or HTTPS request to Azure fails at once instead of reaching a real
 //! endpoint. Tests that use the doubles pass their own values.
+//!
+//! Ports: unless the test names them, the health probes take a free port (`--healthz-port=0`)
+//! and metrics a free loopback port (`--metrics-addr=127.0.0.1:0`), so tests in parallel never
+//! collide; [`Provider::logged_port`] reads the port the provider logged.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -41,7 +45,8 @@ pub const DEAD_END: &str = "http://127.0.0.1:9";
 #[derive(Clone, Debug, Default)]
 pub struct ProviderOptions {
     /// Command-line arguments. `--endpoint=unix://<tmp>/azure.sock` is added unless one of them
-    /// is an `--endpoint`, and `--imds-endpoint=`[`DEAD_END`] unless one is an `--imds-endpoint`.
+    /// is an `--endpoint`, `--imds-endpoint=`[`DEAD_END`] unless one is an `--imds-endpoint`, and
+    /// free ports for `--healthz-port` and `--metrics-addr` unless they are given.
     pub args: Vec<String>,
     /// Environment variables, on top of `PATH`; nothing else is inherited. `HTTPS_PROXY` is
     /// [`DEAD_END`] unless set here (an empty value means no proxy).
@@ -112,6 +117,12 @@ impl Provider {
         };
         if flag_value(&args, "--imds-endpoint").is_none() {
             args.push(format!("--imds-endpoint={DEAD_END}"));
+        }
+        if flag_value(&args, "--healthz-port").is_none() {
+            args.push("--healthz-port=0".into());
+        }
+        if flag_value(&args, "--metrics-addr").is_none() {
+            args.push("--metrics-addr=127.0.0.1:0".into());
         }
 
         let mut command = Command::new(&binary);
@@ -190,6 +201,12 @@ impl Provider {
     /// The temporary folder the provider runs in (its working directory); removed on drop.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The port in the `addr` field of the first log line with `message` (text or JSON), e.g.
+    /// `"health probes listening"` or `"metrics listening"`.
+    pub fn logged_port(&self, message: &str) -> Option<u16> {
+        logged_port(&self.output(), message)
     }
 
     /// The provider's process id.
@@ -288,6 +305,16 @@ fn flag_value(args: &[String], flag: &str) -> Option<String> {
     None
 }
 
+/// The port in the `addr` field of the first line of `output` that holds `message`.
+fn logged_port(output: &str, message: &str) -> Option<u16> {
+    let line = output.lines().find(|line| line.contains(message))?;
+    let (_, addr) = line
+        .split_once("addr=")
+        .or_else(|| line.split_once("\"addr\":\""))?;
+    let addr = addr.split(['"', ' ']).next()?;
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
 /// The socket path of a `unix://` endpoint.
 fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
     endpoint
@@ -320,6 +347,14 @@ mod tests {
 
         let args = strings(&["--endpoint-x=1", "--log-format-json"]);
         assert_eq!(flag_value(&args, "--endpoint"), None);
+    }
+
+    #[test]
+    fn logged_ports_are_read_from_text_and_json() {
+        let text = "2026 INFO health probes listening addr=[::]:41234 path=\"/healthz\"";
+        let json = r#"{"level":"INFO","addr":"127.0.0.1:5","message":"metrics listening"}"#;
+        assert_eq!(logged_port(text, "health probes listening"), Some(41234));
+        assert_eq!(logged_port(json, "metrics listening"), Some(5));
     }
 
     #[test]

@@ -273,7 +273,9 @@ impl KeyVault {
     ) -> Result<SecretBytes, KeyVaultError> {
         let make = || self.http.get(url).bearer_auth(token.expose());
 
-        let response = http::send(&self.policy, deadline, make)
+        let observe =
+            |attempt, status| crate::metrics::keyvault_request(object.kind, attempt, status);
+        let response = http::send_observed(&self.policy, deadline, make, observe)
             .await
             .map_err(|gave_up| KeyVaultError::Unavailable {
                 object: object.clone(),
