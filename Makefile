@@ -4,7 +4,9 @@ CARGO ?= cargo
 VENV  := .venv
 BIN   := target/release/akv-csi-provider
 
-.PHONY: all build demo test unit e2e lint fmt venv fixtures clean
+IMAGE ?= akv-csi-provider:0.1.0
+
+.PHONY: all build demo test unit e2e lint fmt venv fixtures clean deploy-check image
 
 all: build
 
@@ -17,7 +19,7 @@ demo: build
 	$(CARGO) run --quiet --locked -p akv-e2e --bin demo
 
 ## test: every test: unit, e2e through the release binary, and the Python SDK fidelity check
-test: build venv
+test: build venv deploy-check
 	$(CARGO) test --locked --workspace
 
 ## lint: formatting and clippy, warnings as errors
@@ -34,6 +36,20 @@ $(VENV)/.installed: e2e/fidelity/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r e2e/fidelity/requirements.txt
 	touch $@
+
+## deploy-check: render every kustomization in deploy/ and validate it offline (needs kubectl)
+deploy-check: $(VENV)/.deploy-installed
+	@command -v kubectl >/dev/null || { echo "deploy-check needs kubectl (for kubectl kustomize)"; exit 1; }
+	$(VENV)/bin/python deploy/check.py
+$(VENV)/.deploy-installed: deploy/requirements.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	touch $@
+
+## image: the container image (needs a Docker engine); prints its size
+image:
+	docker build --tag $(IMAGE) .
+	@docker image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
 
 ## fixtures: rebuild every certificate, key and PFX the tests use (needs openssl 3)
 fixtures:
