@@ -83,6 +83,10 @@ pub struct Flags {
     #[arg(long, global = true, default_value_t = 16)]
     pub mount_concurrency: usize,
 
+    /// Key Vault requests at once to any one vault, across all Mounts.
+    #[arg(long, global = true, default_value_t = 64)]
+    pub vault_concurrency: usize,
+
     /// Time a Mount may take when the driver sends no deadline (v1.5 rotation calls).
     #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
     pub mount_timeout: Duration,
@@ -178,6 +182,7 @@ impl Flags {
             write_cert_and_key_in_separate_files: self.write_cert_and_key_in_separate_files,
             user_agent,
             mount_concurrency: self.mount_concurrency.max(1),
+            vault_concurrency: self.vault_concurrency.max(1),
             mount_timeout: self.mount_timeout,
             shutdown_grace: self.shutdown_grace,
             token_cache_capacity: 4096,
@@ -226,6 +231,8 @@ pub struct Config {
     pub user_agent: String,
     /// Objects fetched at once within one Mount.
     pub mount_concurrency: usize,
+    /// Requests at once to one vault, across Mounts.
+    pub vault_concurrency: usize,
     /// Time a Mount may take without a caller deadline.
     pub mount_timeout: Duration,
     /// Time in-flight Mounts get after SIGTERM.

@@ -3,8 +3,19 @@
 //! Every request carries the bearer token from the first byte: the scope is known from the
 //! cloud, so the unauthenticated challenge round trip that SDK clients make is skipped.
 //! Errors keep the vault, object and version they concern, and Key Vault's own code.
+//!
+//! Two limits protect Key Vault from a node's rotation storms: requests to one vault across
+//! all Mounts are bounded (`--vault-concurrency`), and identical GETs in flight at the same
+//! time — same URL, same token, so the same identity — are sent once and their answer shared.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::http::{self, GaveUp, RetryPolicy};
@@ -127,16 +138,37 @@ struct ErrorDetail {
     innererror: Option<Box<ErrorDetail>>,
 }
 
-/// Key Vault's data plane over the shared client.
+/// Key Vault's data plane over the shared client. Cheap to clone.
+#[derive(Clone)]
 pub struct KeyVault {
+    inner: Arc<Inner>,
+}
+
+/// A GET under way, shared by every caller that asks for the same thing meanwhile.
+type Flight = Shared<BoxFuture<'static, Result<Arc<SecretBytes>, KeyVaultError>>>;
+
+/// URL and a digest of the token: the same answer for the same identity.
+type FlightKey = (String, [u8; 32]);
+
+struct Inner {
     http: reqwest::Client,
     policy: RetryPolicy,
+    per_vault: usize,
+    vaults: Mutex<HashMap<String, Arc<Semaphore>>>,
+    flights: Mutex<HashMap<FlightKey, Flight>>,
 }
 
 impl KeyVault {
-    /// A client over `http`.
-    pub fn new(http: reqwest::Client, policy: RetryPolicy) -> Self {
-        Self { http, policy }
+    /// A client over `http`, sending at most `per_vault` requests at once to any one vault.
+    pub fn new(http: reqwest::Client, policy: RetryPolicy, per_vault: usize) -> Self {
+        let inner = Inner {
+            http,
+            policy,
+            per_vault: per_vault.max(1),
+            vaults: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// `GET /secrets/{name}[/{version}]`.
@@ -254,7 +286,7 @@ impl KeyVault {
         object: &ObjectRef,
         token: &SecretString,
         deadline: Instant,
-    ) -> Result<SecretBytes, KeyVaultError> {
+    ) -> Result<Arc<SecretBytes>, KeyVaultError> {
         let version = object.version.as_deref().unwrap_or_default();
         let url = format!(
             "{vault_url}{collection}/{}/{version}?api-version={API_VERSION}",
@@ -263,19 +295,70 @@ impl KeyVault {
         self.send(&url, object, token, deadline).await
     }
 
-    /// GETs `url` with the token, retried; an error answer becomes a [`KeyVaultError`].
+    /// GETs `url` with the token, retried; an error answer becomes a [`KeyVaultError`]. A GET
+    /// identical to one already under way waits for that one instead.
     async fn send(
         &self,
         url: &str,
         object: &ObjectRef,
         token: &SecretString,
         deadline: Instant,
+    ) -> Result<Arc<SecretBytes>, KeyVaultError> {
+        let key: FlightKey = (url.to_owned(), Sha256::digest(token.expose().as_bytes()).into());
+        let flight = {
+            let mut flights = lock(&self.inner.flights);
+            match flights.get(&key) {
+                Some(flight) => flight.clone(),
+                None => {
+                    let flight = self.start_flight(key.clone(), object.clone(), token.clone(), deadline);
+                    flights.insert(key, flight.clone());
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// Runs one GET as its own task, so that it finishes (and leaves the table) even when the
+    /// Mount that started it is cancelled while others still wait for it.
+    fn start_flight(&self, key: FlightKey, object: ObjectRef, token: SecretString, deadline: Instant) -> Flight {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let result = this.get_once(&key.0, &object, &token, deadline).await.map(Arc::new);
+            lock(&this.inner.flights).remove(&key);
+            result
+        });
+        async move {
+            task.await.unwrap_or_else(|join| {
+                Err(KeyVaultError::Malformed {
+                    object: ObjectRef { vault: String::new(), kind: ObjectType::Secret, name: String::new(), version: None },
+                    reason: format!("the request task failed: {join}"),
+                })
+            })
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// The GET itself, within the vault's concurrency limit.
+    async fn get_once(
+        &self,
+        url: &str,
+        object: &ObjectRef,
+        token: &SecretString,
+        deadline: Instant,
     ) -> Result<SecretBytes, KeyVaultError> {
-        let make = || self.http.get(url).bearer_auth(token.expose());
+        let vault = {
+            let mut vaults = lock(&self.inner.vaults);
+            let limit = self.inner.per_vault;
+            vaults.entry(object.vault.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        };
+        let _permit = vault.acquire_owned().await;
+        let make = || self.inner.http.get(url).bearer_auth(token.expose());
 
         let observe =
             |attempt, status| crate::metrics::keyvault_request(object.kind, attempt, status);
-        let response = http::send_observed(&self.policy, deadline, make, observe)
+        let response = http::send_observed(&self.inner.policy, deadline, make, observe)
             .await
             .map_err(|gave_up| KeyVaultError::Unavailable {
                 object: object.clone(),
@@ -298,6 +381,11 @@ impl KeyVault {
         }
         Err(error(object, status, &body))
     }
+}
+
+/// Locks a table, recovering it from a panic elsewhere: its entries stay valid.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Most pages a versions list may have: 25 versions each, far beyond any real history.

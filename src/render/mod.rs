@@ -1,7 +1,24 @@
 //! The fourth step of a Mount: turn a fetched object into file contents.
 //!
 //! A plain secret's value is written byte for byte (nothing added or trimmed), or decoded
-//! from base64 or hex when the object asks for it.
+//! from base64 or hex when the object asks for it. A secret that backs a certificate becomes
+//! PEM (keys as PKCS#8, then the chain leaf → root) or PKCS#12 ([`certificate`]); a key
+//! becomes its public key as SubjectPublicKeyInfo PEM ([`jwk`]); a certificate its leaf.
+
+mod ber;
+pub mod certificate;
+pub mod chain;
+mod curve;
+#[cfg(test)]
+mod encoding_tests;
+#[cfg(test)]
+mod fixtures;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod jwk;
+pub mod keys;
+pub mod pem;
+pub mod pkcs12;
 
 use base64::Engine as _;
 
@@ -62,17 +79,16 @@ pub struct Rendered {
 pub fn object(
     spec: &ObjectSpec,
     fetched: &Fetched,
-    _options: RenderOptions,
+    options: RenderOptions,
 ) -> Result<Rendered, RenderError> {
-    let unsupported = |what: &str| RenderError::Unsupported {
-        index: spec.index,
-        name: spec.name.clone(),
-        what: what.to_owned(),
-    };
     let contents = match fetched {
+        // A secret with a `kid` backs a certificate: PKCS#12 or PEM, rendered as a whole.
+        Fetched::Secret(bundle) if bundle.kid.is_some() => {
+            return certificate::secret(spec, bundle, options);
+        }
         Fetched::Secret(bundle) => secret(spec, bundle)?,
-        Fetched::Key(_) => return Err(unsupported("objectType key")),
-        Fetched::Cert(_) => return Err(unsupported("objectType cert")),
+        Fetched::Key(bundle) => jwk::render(spec, bundle)?,
+        Fetched::Cert(bundle) => certificate::cert(spec, bundle)?,
     };
     Ok(Rendered {
         outputs: vec![Output {
