@@ -474,3 +474,21 @@ async fn version_names_the_runtime() {
     assert_eq!(version.runtime_name, "akv-csi-provider");
     assert_eq!(version.runtime_version, env!("CARGO_PKG_VERSION"));
 }
+
+#[tokio::test]
+async fn identical_gets_in_flight_together_are_sent_once() {
+    let (orders, provider) = start().await;
+    mount(&provider, orders.request(&scenario::spc_yaml())).await.unwrap();
+    let kv = orders.world.keyvault();
+    kv.set_latency(std::time::Duration::from_millis(300));
+    let before = kv.requests().len();
+
+    let mounts = (0..20).map(|_| mount(&provider, orders.request(&scenario::spc_yaml())));
+    let responses = futures::future::join_all(mounts).await;
+
+    for response in responses {
+        assert_eq!(file(&response.unwrap(), "orders-db-conn").contents, DB_CONN.as_bytes());
+    }
+    // Twenty Mounts of one identity, at the same moment: one GET per object.
+    assert_eq!(kv.requests().len() - before, 3);
+}
