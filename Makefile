@@ -6,7 +6,7 @@ BIN   := target/release/akv-csi-provider
 
 IMAGE ?= akv-csi-provider:0.1.0
 
-.PHONY: all build demo test unit e2e lint fmt venv fixtures clean deploy-check image
+.PHONY: all build demo bench test unit e2e lint fmt venv fixtures clean deploy-check image
 
 all: build
 
@@ -17,6 +17,12 @@ build:
 ## demo: mount the orders-api SecretProviderClass through the test world and show the volume
 demo: build
 	$(CARGO) run --quiet --locked -p akv-e2e --bin demo
+
+## bench: latency, rotation, throttling, start-up and certificate figures of the release binary
+## on the test world, printed as Markdown tables (a few minutes; needs openssl for the PFX part;
+## BENCH="latency burst" runs only those measurements)
+bench: build
+	$(CARGO) run --release --quiet --locked -p akv-e2e --bin bench -- $(BENCH)
 
 ## test: every test: unit, e2e through the release binary, and the Python SDK fidelity check
 test: build venv deploy-check

@@ -79,12 +79,13 @@ pub struct Flags {
     #[arg(long, global = true, default_value = "")]
     pub custom_user_agent: String,
 
-    /// Objects fetched at once within one Mount.
-    #[arg(long, global = true, default_value_t = 16)]
+    /// Key Vault requests at once within one Mount. Large enough that a Mount of 100 objects
+    /// costs one round trip; `--vault-concurrency` bounds the total.
+    #[arg(long, global = true, default_value_t = 128)]
     pub mount_concurrency: usize,
 
     /// Key Vault requests at once to any one vault, across all Mounts.
-    #[arg(long, global = true, default_value_t = 64)]
+    #[arg(long, global = true, default_value_t = 128)]
     pub vault_concurrency: usize,
 
     /// Time a Mount may take when the driver sends no deadline (v1.5 rotation calls).

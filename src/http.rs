@@ -27,7 +27,9 @@ pub fn client(user_agent: &str) -> reqwest::Result<reqwest::Client> {
         .user_agent(user_agent)
         .https_only(true)
         .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Longer than the driver's rotation interval (2 minutes by default), so a quiet node
+        // still finds its connections warm at the next rotation.
+        .pool_idle_timeout(Duration::from_secs(300))
         .tcp_keepalive(Duration::from_secs(30))
         .build()
 }
@@ -125,6 +127,9 @@ pub async fn send_observed(
     observe: impl Fn(u32, Option<u16>),
 ) -> Result<Response, GaveUp> {
     let mut attempts = 0;
+    // Throttling is the server asking for patience, not a fault: 429s are retried until the
+    // deadline (or a generous cap), while other failures count against `max_attempts`.
+    let mut failures = 0;
     let mut last = LastFailure::NotAttempted;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -153,7 +158,10 @@ pub async fn send_observed(
                 None
             }
         };
-        if attempts >= policy.max_attempts {
+        if last != LastFailure::Status(429) {
+            failures += 1;
+        }
+        if failures >= policy.max_attempts || attempts >= MAX_THROTTLED_ATTEMPTS {
             return Err(GaveUp {
                 attempts,
                 deadline: false,
@@ -161,8 +169,10 @@ pub async fn send_observed(
             });
         }
 
+        // Jitter on `Retry-After` too, so that requests throttled together do not all come
+        // back in the same instant.
         let wait = retry_after
-            .map(|d| d.min(policy.max_delay))
+            .map(|d| d.min(policy.max_delay).mul_f64(1.0 + fastrand::f64() / 4.0))
             .unwrap_or_else(|| backoff(policy, attempts));
         if Instant::now() + wait >= deadline {
             return Err(GaveUp {
@@ -175,6 +185,10 @@ pub async fn send_observed(
         tokio::time::sleep(wait).await;
     }
 }
+
+/// Most attempts for one request however they fail, throttling included; the deadline
+/// usually ends the tries long before.
+const MAX_THROTTLED_ATTEMPTS: u32 = 40;
 
 /// Full jitter: a uniform wait between zero and the doubled ceiling.
 pub fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {

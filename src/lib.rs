@@ -78,7 +78,11 @@ pub fn mounter(config: &Config) -> Result<Mounter, RunError> {
             write_cert_and_key_in_separate_files: config.write_cert_and_key_in_separate_files,
         },
     };
-    Ok(Mounter::new(tokens, KeyVault::new(http, policy, config.vault_concurrency), options))
+    Ok(Mounter::new(
+        tokens,
+        KeyVault::new(http, policy, config.vault_concurrency),
+        options,
+    ))
 }
 
 /// Serves the driver on `listener` until `shutdown` completes, then gives in-flight Mounts

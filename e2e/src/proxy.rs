@@ -112,6 +112,8 @@ async fn serve(
         let _ = client.write_all(REFUSED).await;
         return;
     };
+    // A tunnel forwards what arrives at once; Nagle would hold small frames back.
+    let _ = upstream.set_nodelay(true);
     if client.write_all(ESTABLISHED).await.is_err() || upstream.write_all(&early).await.is_err() {
         return;
     }

@@ -82,7 +82,11 @@ async fn a_hundred_mounts_of_one_pod_cost_one_entra_request() {
     let exchanges = orders.world.entra().requests().len();
     eprintln!("Entra token requests for 100 Mounts of one pod: {exchanges}");
     assert_eq!(exchanges, 1);
-    assert_eq!(orders.world.keyvault().requests().len(), 100);
+    // Concurrent Mounts of one identity share identical GETs, so Key Vault sees at most one
+    // per Mount, every one with the cached token.
+    let gets = orders.world.keyvault().requests();
+    assert!((1..=100).contains(&gets.len()), "{}", gets.len());
+    assert!(gets.iter().all(|r| r.had_bearer && r.status == 200));
 }
 
 #[tokio::test]

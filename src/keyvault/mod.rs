@@ -154,8 +154,32 @@ struct Inner {
     http: reqwest::Client,
     policy: RetryPolicy,
     per_vault: usize,
-    vaults: Mutex<HashMap<String, Arc<Semaphore>>>,
+    vaults: Mutex<HashMap<String, Arc<VaultState>>>,
     flights: Mutex<HashMap<FlightKey, Flight>>,
+}
+
+/// How long after an answer a vault's pooled connection is taken to be open: a little less
+/// than the pool's idle timeout (`http::client`).
+const WARM_FOR: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// Per-vault limits and connection state, shared by all Mounts.
+struct VaultState {
+    /// Requests at once to this vault.
+    limit: Arc<Semaphore>,
+    /// Held by the one request that opens a connection while none is known to be open.
+    opener: tokio::sync::Mutex<()>,
+    /// Until when a pooled connection is taken to be open.
+    warm_until: Mutex<Option<Instant>>,
+}
+
+impl VaultState {
+    fn is_warm(&self) -> bool {
+        lock(&self.warm_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    fn answered(&self) {
+        *lock(&self.warm_until) = Some(Instant::now() + WARM_FOR);
+    }
 }
 
 impl KeyVault {
@@ -168,7 +192,9 @@ impl KeyVault {
             vaults: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
         };
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// `GET /secrets/{name}[/{version}]`.
@@ -304,34 +330,63 @@ impl KeyVault {
         token: &SecretString,
         deadline: Instant,
     ) -> Result<Arc<SecretBytes>, KeyVaultError> {
-        let key: FlightKey = (url.to_owned(), Sha256::digest(token.expose().as_bytes()).into());
+        let key: FlightKey = (
+            url.to_owned(),
+            Sha256::digest(token.expose().as_bytes()).into(),
+        );
         let flight = {
             let mut flights = lock(&self.inner.flights);
             match flights.get(&key) {
                 Some(flight) => flight.clone(),
                 None => {
-                    let flight = self.start_flight(key.clone(), object.clone(), token.clone(), deadline);
+                    let flight =
+                        self.start_flight(key.clone(), object.clone(), token.clone(), deadline);
                     flights.insert(key, flight.clone());
                     flight
                 }
             }
         };
-        flight.await
+        // A Mount that joined another's request still answers by its own deadline.
+        match tokio::time::timeout_at(deadline, flight).await {
+            Ok(result) => result,
+            Err(_) => Err(KeyVaultError::Unavailable {
+                object: object.clone(),
+                gave_up: GaveUp {
+                    attempts: 0,
+                    deadline: true,
+                    last: http::LastFailure::NotAttempted,
+                },
+            }),
+        }
     }
 
     /// Runs one GET as its own task, so that it finishes (and leaves the table) even when the
     /// Mount that started it is cancelled while others still wait for it.
-    fn start_flight(&self, key: FlightKey, object: ObjectRef, token: SecretString, deadline: Instant) -> Flight {
+    fn start_flight(
+        &self,
+        key: FlightKey,
+        object: ObjectRef,
+        token: SecretString,
+        deadline: Instant,
+    ) -> Flight {
         let this = self.clone();
         let task = tokio::spawn(async move {
-            let result = this.get_once(&key.0, &object, &token, deadline).await.map(Arc::new);
+            let result = this
+                .get_once(&key.0, &object, &token, deadline)
+                .await
+                .map(Arc::new);
             lock(&this.inner.flights).remove(&key);
             result
         });
         async move {
             task.await.unwrap_or_else(|join| {
                 Err(KeyVaultError::Malformed {
-                    object: ObjectRef { vault: String::new(), kind: ObjectType::Secret, name: String::new(), version: None },
+                    object: ObjectRef {
+                        vault: String::new(),
+                        kind: ObjectType::Secret,
+                        name: String::new(),
+                        version: None,
+                    },
                     reason: format!("the request task failed: {join}"),
                 })
             })
@@ -351,9 +406,23 @@ impl KeyVault {
         let vault = {
             let mut vaults = lock(&self.inner.vaults);
             let limit = self.inner.per_vault;
-            vaults.entry(object.vault.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+            let state = vaults.entry(object.vault.clone()).or_insert_with(|| {
+                Arc::new(VaultState {
+                    limit: Arc::new(Semaphore::new(limit)),
+                    opener: tokio::sync::Mutex::new(()),
+                    warm_until: Mutex::new(None),
+                })
+            });
+            state.clone()
         };
-        let _permit = vault.acquire_owned().await;
+        let _permit = vault.limit.clone().acquire_owned().await;
+        // While no connection to the vault is known to be open, requests go one at a time:
+        // the first opens it (HTTP/2 where the vault offers it) and the rest then share it,
+        // instead of a cold Mount dialling one TCP + TLS connection per object.
+        let _opening = match vault.is_warm() {
+            true => None,
+            false => Some(vault.opener.lock().await).filter(|_| !vault.is_warm()),
+        };
         let make = || self.inner.http.get(url).bearer_auth(token.expose());
 
         let observe =
@@ -364,6 +433,7 @@ impl KeyVault {
                 object: object.clone(),
                 gave_up,
             })?;
+        vault.answered();
         let status = response.status().as_u16();
         let body = response
             .bytes()
@@ -385,7 +455,9 @@ impl KeyVault {
 
 /// Locks a table, recovering it from a panic elsewhere: its entries stay valid.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Most pages a versions list may have: 25 versions each, far beyond any real history.

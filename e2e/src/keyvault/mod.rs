@@ -10,6 +10,7 @@
 mod bodies;
 mod der;
 mod serve;
+mod throttle;
 
 use crate::cloud::Cloud;
 use crate::entra::Entra;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use serve::KvRequestSeen;
+pub use throttle::Throttle;
 
 /// The most items Key Vault returns in one page.
 pub const MAX_PAGE_SIZE: usize = 25;
@@ -43,6 +45,7 @@ struct State {
     /// Vaults by lower-case name.
     vaults: BTreeMap<String, Vault>,
     requests: Vec<KvRequestSeen>,
+    counts: KvCounts,
     latency: Duration,
     page_size: usize,
     empty_pages: bool,
@@ -57,6 +60,17 @@ struct Vault {
     readers: BTreeSet<String>,
     /// Objects by kind and lower-case name.
     objects: BTreeMap<(Kind, String), Object>,
+    /// The request limit, when one is set.
+    throttle: Option<throttle::Bucket>,
+}
+
+/// Running totals of the requests the double answered, cheap to read while a load runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvCounts {
+    /// Every request that reached a vault host, whatever the answer.
+    pub requests: u64,
+    /// Those answered 429, by a [`Throttle`] or an injected [`Fault::Throttle`].
+    pub throttled: u64,
 }
 
 /// The three collections of a vault.
@@ -135,6 +149,7 @@ impl KeyVault {
                 state: Mutex::new(State {
                     vaults: BTreeMap::new(),
                     requests: Vec::new(),
+                    counts: KvCounts::default(),
                     latency: Duration::ZERO,
                     page_size: MAX_PAGE_SIZE,
                     empty_pages: false,
@@ -166,6 +181,7 @@ impl KeyVault {
             cloud,
             readers: BTreeSet::new(),
             objects: BTreeMap::new(),
+            throttle: None,
         };
         state.vaults.insert(key, vault);
     }
@@ -338,9 +354,33 @@ impl KeyVault {
         self.state().requests.clone()
     }
 
+    /// How many requests were answered so far, and how many of them 429.
+    pub fn counts(&self) -> KvCounts {
+        self.state().counts
+    }
+
     /// Delays every answer by `latency`.
     pub fn set_latency(&self, latency: Duration) {
         self.state().latency = latency;
+    }
+
+    /// Limits vault `vault` to `limit` (a full bucket from now on), or lifts the limit with
+    /// `None`: requests over it are answered 429 `Throttled`, as Key Vault's service limits do.
+    pub fn set_throttle(&self, vault: &str, limit: Option<Throttle>) {
+        let now = std::time::Instant::now();
+        self.with_vault(vault, |vault| {
+            vault.throttle = limit.map(|limit| throttle::Bucket::new(limit, now));
+        });
+    }
+
+    /// Spends a token of the vault behind `host`: `Some(retry_after)` when the request is
+    /// over the vault's limit.
+    fn throttled(&self, host: &str) -> Option<Option<u64>> {
+        let (name, cloud) = Cloud::split_vault_host(host)?;
+        let mut state = self.state();
+        let vault = state.vaults.get_mut(&name).filter(|v| v.cloud == cloud)?;
+        let bucket = vault.throttle.as_mut()?;
+        bucket.take(std::time::Instant::now()).err()
     }
 
     /// Caps list pages at `size` items (1 to 25; a client's `maxresults` may lower it).

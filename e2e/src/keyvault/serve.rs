@@ -124,14 +124,23 @@ impl KeyVault {
         };
         let outcome = match self.inner.faults.take() {
             Some(fault) => fault_response(fault),
-            None => Ok(self.respond(&request, &mut seen.caller)),
+            None => match self.throttled(&request.host) {
+                Some(retry_after) => fault_response(Fault::Throttle { retry_after }),
+                None => Ok(self.respond(&request, &mut seen.caller)),
+            },
         };
         let mut outcome = outcome;
         if let Ok(response) = &mut outcome {
             seen.status = response.status().as_u16();
             add_service_headers(response);
         }
-        self.state().requests.push(seen);
+        let mut state = self.state();
+        state.counts.requests += 1;
+        if seen.status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+            state.counts.throttled += 1;
+        }
+        state.requests.push(seen);
+        drop(state);
         outcome
     }
 
