@@ -4,6 +4,7 @@ pub mod driver;
 pub mod provider;
 
 pub mod ca;
+pub mod calls;
 pub mod cloud;
 pub mod entra;
 pub mod fault;

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use akv_e2e::calls::start;
 use akv_e2e::driver::{self, pb};
 use akv_e2e::provider::Provider;
 use akv_e2e::scenario::{self, Orders, VAULT};
@@ -18,12 +19,6 @@ use tonic::Code;
 
 /// A creation time in the past, so the versions written here are ordered by `created` alone.
 const BASE: i64 = 1_700_000_000;
-
-async fn start(flags: &[&str]) -> (Orders, Provider) {
-    let orders = Orders::start().await;
-    let provider = Provider::start(orders.provider_options(flags)).await;
-    (orders, provider)
-}
 
 async fn mount(
     orders: &Orders,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use akv_e2e::calls::{mount, refused};
 use akv_e2e::driver::{self, Pod, TOKEN_AUDIENCE, pb};
 use akv_e2e::entra::{GrantSeen, TokenOutcome};
 use akv_e2e::provider::{Provider, ProviderOptions};
@@ -58,21 +59,6 @@ async fn provider(orders: &Orders) -> Provider {
         options.env.push((name.into(), orders.world.proxy_url()));
     }
     Provider::start(options).await
-}
-
-async fn mount(
-    provider: &Provider,
-    request: pb::MountRequest,
-) -> Result<pb::MountResponse, tonic::Status> {
-    let mut client = driver::connect(provider.socket()).await;
-    client.mount(request).await.map(tonic::Response::into_inner)
-}
-
-async fn refused(provider: &Provider, request: pb::MountRequest) -> (Code, String) {
-    match mount(provider, request).await {
-        Ok(response) => panic!("mounted {} files", response.files.len()),
-        Err(status) => (status.code(), status.message().to_owned()),
-    }
 }
 
 fn assert_mounted_db_conn(response: &pb::MountResponse) {

@@ -3,7 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use akv_e2e::driver::{self, Pod, pb};
+use akv_e2e::calls::{self, file, mount, refused};
+use akv_e2e::driver::{self, Pod};
 use akv_e2e::entra::TokenOutcome;
 use akv_e2e::provider::Provider;
 use akv_e2e::scenario::{
@@ -11,34 +12,8 @@ use akv_e2e::scenario::{
 };
 use tonic::Code;
 
-/// Starts the seeded world and the provider that reaches it.
 async fn start() -> (Orders, Provider) {
-    let orders = Orders::start().await;
-    let provider = Provider::start(orders.provider_options(&[])).await;
-    (orders, provider)
-}
-
-async fn mount(
-    provider: &Provider,
-    request: pb::MountRequest,
-) -> Result<pb::MountResponse, tonic::Status> {
-    let mut client = driver::connect(provider.socket()).await;
-    client.mount(request).await.map(tonic::Response::into_inner)
-}
-
-async fn refused(provider: &Provider, request: pb::MountRequest) -> (Code, String) {
-    match mount(provider, request).await {
-        Ok(response) => panic!("mounted {} files", response.files.len()),
-        Err(status) => (status.code(), status.message().to_owned()),
-    }
-}
-
-fn file<'a>(response: &'a pb::MountResponse, path: &str) -> &'a pb::File {
-    response
-        .files
-        .iter()
-        .find(|f| f.path == path)
-        .unwrap_or_else(|| panic!("no file {path}"))
+    calls::start(&[]).await
 }
 
 fn one_secret(item: &str) -> String {
@@ -478,7 +453,9 @@ async fn version_names_the_runtime() {
 #[tokio::test]
 async fn identical_gets_in_flight_together_are_sent_once() {
     let (orders, provider) = start().await;
-    mount(&provider, orders.request(&scenario::spc_yaml())).await.unwrap();
+    mount(&provider, orders.request(&scenario::spc_yaml()))
+        .await
+        .unwrap();
     let kv = orders.world.keyvault();
     kv.set_latency(std::time::Duration::from_millis(300));
     let before = kv.requests().len();
@@ -487,7 +464,10 @@ async fn identical_gets_in_flight_together_are_sent_once() {
     let responses = futures::future::join_all(mounts).await;
 
     for response in responses {
-        assert_eq!(file(&response.unwrap(), "orders-db-conn").contents, DB_CONN.as_bytes());
+        assert_eq!(
+            file(&response.unwrap(), "orders-db-conn").contents,
+            DB_CONN.as_bytes()
+        );
     }
     // Twenty Mounts of one identity, at the same moment: one GET per object.
     assert_eq!(kv.requests().len() - before, 3);

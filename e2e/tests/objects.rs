@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use akv_e2e::driver::{self, pb};
+use akv_e2e::calls::{file, mount, start};
+use akv_e2e::driver::pb;
 use akv_e2e::keyvault::KeyVault;
 use akv_e2e::provider::Provider;
 use akv_e2e::scenario::{self, DB_CONN, Orders, VAULT};
@@ -21,21 +22,6 @@ const PKCS12: &str = "application/x-pkcs12";
 const PEM_FILE: &str = "application/x-pem-file";
 
 // --- the world and the Mount -------------------------------------------------------------
-
-/// Starts the seeded world and the provider that reaches it, with extra flags.
-async fn start(flags: &[&str]) -> (Orders, Provider) {
-    let orders = Orders::start().await;
-    let provider = Provider::start(orders.provider_options(flags)).await;
-    (orders, provider)
-}
-
-async fn mount(
-    provider: &Provider,
-    request: pb::MountRequest,
-) -> Result<pb::MountResponse, tonic::Status> {
-    let mut client = driver::connect(provider.socket()).await;
-    client.mount(request).await.map(tonic::Response::into_inner)
-}
 
 async fn mounted(orders: &Orders, provider: &Provider, items: &[String]) -> pb::MountResponse {
     match mount(provider, orders.request(&spc(items))).await {
@@ -65,14 +51,6 @@ fn item(name: &str, kind: &str, extra: &str) -> String {
         format!(", {extra}")
     };
     format!("{{objectName: {name}, objectType: {kind}{extra}}}")
-}
-
-fn file<'a>(response: &'a pb::MountResponse, path: &str) -> &'a pb::File {
-    response
-        .files
-        .iter()
-        .find(|f| f.path == path)
-        .unwrap_or_else(|| panic!("no file {path} among {:?}", paths(response)))
 }
 
 fn paths(response: &pb::MountResponse) -> Vec<&str> {

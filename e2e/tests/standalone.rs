@@ -262,7 +262,9 @@ async fn rotation_swaps_complete_snapshots() {
                 .is_ok_and(|now| target.join(now) == folder);
             if still_current {
                 assert!(
-                    contents.iter().all(|c| c.as_ref().is_ok_and(|c| !c.is_empty())),
+                    contents
+                        .iter()
+                        .all(|c| c.as_ref().is_ok_and(|c| !c.is_empty())),
                     "a current snapshot was incomplete: {contents:?}"
                 );
                 seen += 1;

@@ -55,7 +55,7 @@ impl Pod {
         Pod {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            uid: random_uid(),
+            uid: crate::wire::guid(),
             service_account: service_account.to_owned(),
         }
     }
@@ -75,23 +75,6 @@ impl Pod {
             self.uid
         )
     }
-}
-
-/// A Kubernetes-style UID (random, UUID v4 layout).
-fn random_uid() -> String {
-    let mut bytes = [0u8; 16];
-    fastrand::fill(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex = hex::encode(bytes);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// What a SecretProviderClass manifest holds that the driver uses for a Mount.
