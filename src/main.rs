@@ -35,6 +35,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(flags: &Flags) -> ExitCode {
+    let stop = stop_signal();
     let path = match flags.socket_path() {
         Ok(path) => path,
         Err(error) => {
@@ -51,7 +52,7 @@ async fn serve(flags: &Flags) -> ExitCode {
     };
     tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "serving");
 
-    let result = run(listener, flags.config(), stop_signal()).await;
+    let result = run(listener, flags.config(), stop).await;
     socket::remove(&path);
     match result {
         Ok(()) => {
@@ -100,18 +101,22 @@ async fn mount(flags: &Flags, args: &MountArgs) -> ExitCode {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn stop_signal() {
+/// Watches SIGTERM and SIGINT from now on, so a signal that arrives while the server starts
+/// is not lost; the future completes on the first of them.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot watch for SIGTERM/SIGINT; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot watch for SIGTERM/SIGINT; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
+use prost::Message as _;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -109,11 +110,11 @@ impl Mounter {
     async fn object(&self, cx: &Context<'_>, spec: &ObjectSpec) -> Result<Mounted, MountError> {
         if spec.history <= 1 {
             let fetched = self.fetch(cx, spec, spec.version.clone()).await?;
-            let files = self.render(spec, &fetched, &spec.path)?;
             let versions = vec![ObjectVersion {
                 id: spec.id(),
                 version: fetched.version().to_owned(),
             }];
+            let files = self.render(spec, fetched, &spec.path).await?;
             return Ok(Mounted { files, versions });
         }
 
@@ -127,13 +128,15 @@ impl Mounter {
             files: Vec::new(),
             versions: Vec::new(),
         };
-        for (index, fetched) in fetched.iter().enumerate() {
+        for (index, fetched) in fetched.into_iter().enumerate() {
             let path = format!("{}/{index}", spec.path);
-            mounted.files.extend(self.render(spec, fetched, &path)?);
             mounted.versions.push(ObjectVersion {
                 id: format!("{}/{index}", spec.id()),
                 version: fetched.version().to_owned(),
             });
+            mounted
+                .files
+                .extend(self.render(spec, fetched, &path).await?);
         }
         Ok(mounted)
     }
@@ -213,13 +216,29 @@ impl Mounter {
         Ok(fetched)
     }
 
-    fn render(
+    /// Renders on the blocking pool when the object backs a certificate: PKCS#12 key
+    /// derivation is deliberately slow, and must not hold up the async workers that serve
+    /// every other Mount and the health checks.
+    async fn render(
         &self,
         spec: &ObjectSpec,
-        fetched: &Fetched,
+        fetched: Fetched,
         path: &str,
     ) -> Result<Vec<(String, u32, SecretBytes)>, MountError> {
-        let rendered = render::object(spec, fetched, self.options.render)?;
+        let options = self.options.render;
+        let rendered = match &fetched {
+            Fetched::Secret(bundle) if bundle.kid.is_some() => {
+                let owned = spec.clone();
+                tokio::task::spawn_blocking(move || render::object(&owned, &fetched, options))
+                    .await
+                    .map_err(|join| render::RenderError::Unsupported {
+                        index: spec.index,
+                        name: spec.name.clone(),
+                        what: format!("rendering that failed ({join})"),
+                    })??
+            }
+            _ => render::object(spec, &fetched, options)?,
+        };
         if let Some(warning) = &rendered.warning {
             tracing::warn!(object.type = %spec.kind, object.name = %spec.name, "{warning}");
         }
@@ -253,40 +272,24 @@ impl Mounter {
 
 /// Assembles the response, refusing one the driver could not write or receive.
 fn respond(mounted: Vec<Mounted>) -> Result<MountResponse, MountError> {
-    let files: Vec<&(String, u32, SecretBytes)> = mounted.iter().flat_map(|m| &m.files).collect();
-
-    // The request was checked for clashes, but `.crt`/`.key` files and history folders are
-    // only known now.
-    let paths: Vec<&str> = files.iter().map(|(path, _, _)| path.as_str()).collect();
-    if let Some((first, second)) = paths::find_conflict(&paths) {
-        return Err(RequestError::Invalid {
-            place: request::Place::Parameter("objects"),
-            reason: format!("the files {first:?} and {second:?} clash in the volume"),
-        }
-        .into());
-    }
-
-    let total: usize = files
+    // The request's paths were checked when it was parsed, but history folders and `.crt` /
+    // `.key` files add to them: check the final paths as the driver's writer will.
+    let paths: Vec<&str> = mounted
         .iter()
-        .map(|(path, _, contents)| path.len() + contents.len() + 16)
-        .sum();
-    if total > MAX_RESPONSE_BYTES {
-        let mut sizes: Vec<(&str, usize)> = files
-            .iter()
-            .map(|(path, _, contents)| (path.as_str(), contents.len()))
-            .collect();
-        sizes.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
-        let largest = sizes
-            .iter()
-            .take(3)
-            .map(|(path, size)| format!("{path} ({size} bytes)"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(MountError::TooLarge {
-            total,
-            limit: MAX_RESPONSE_BYTES,
-            largest,
-        });
+        .flat_map(|m| &m.files)
+        .map(|(p, _, _)| p.as_str())
+        .collect();
+    for path in &paths {
+        if let Err(reason) = paths::check(path) {
+            return Err(invalid_objects(format!(
+                "the file {path:?} cannot be written: {reason}"
+            )));
+        }
+    }
+    if let Some((first, second)) = paths::find_conflict(&paths) {
+        return Err(invalid_objects(format!(
+            "the files {first:?} and {second:?} clash in the volume"
+        )));
     }
 
     let mut response = MountResponse::default();
@@ -302,5 +305,35 @@ fn respond(mounted: Vec<Mounted>) -> Result<MountResponse, MountError> {
             });
         }
     }
+
+    // The driver's limit applies to the whole encoded message, versions included.
+    let total = response.encoded_len();
+    if total > MAX_RESPONSE_BYTES {
+        let mut sizes: Vec<(&str, usize)> = response
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.contents.len()))
+            .collect();
+        sizes.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+        let largest = sizes
+            .iter()
+            .take(3)
+            .map(|(path, size)| format!("{path} ({size} bytes)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(MountError::TooLarge {
+            total,
+            limit: MAX_RESPONSE_BYTES,
+            largest,
+        });
+    }
     Ok(response)
+}
+
+fn invalid_objects(reason: String) -> MountError {
+    RequestError::Invalid {
+        place: request::Place::Parameter("objects"),
+        reason,
+    }
+    .into()
 }

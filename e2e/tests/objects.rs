@@ -1079,14 +1079,17 @@ async fn a_response_above_4_mib_is_resource_exhausted_naming_the_largest_files()
     // Key Vault keeps values up to 25 KB, so it takes many objects to pass 4 MiB.
     let count = 176;
     let mut items = Vec::new();
-    let mut total = 0;
+    // The answer that would have been sent, encoded by prost: the driver's limit is on it.
+    let mut would_send = pb::MountResponse::default();
     for index in 0..count {
         let name = format!("blob-{index:03}");
         let value = "x".repeat(24_000 + index);
-        kv.set_secret(VAULT, &name, &value, None);
-        total += name.len() + value.len() + 16;
+        let version = kv.set_secret(VAULT, &name, &value, None);
+        would_send.object_version.push(pb::ObjectVersion { id: format!("secret/{name}"), version });
+        would_send.files.push(pb::File { path: name.clone(), mode: 0o644, contents: value.into_bytes() });
         items.push(item(&name, "secret", ""));
     }
+    let total = prost::Message::encoded_len(&would_send);
     assert!(total > 4 << 20);
 
     let (code, message) = refused(&orders, &provider, &items).await;

@@ -168,8 +168,11 @@ impl TokenCache {
             if let Some(token) = self.servable(&state, now) {
                 return Ok(token);
             }
+            // The request this Mount waited for failed: share its answer, unless it only ran
+            // out of its caller's time, which says nothing about this Mount's chances.
             if state.requests != requests_before
                 && let Some(error) = &state.failure
+                && !error.is_deadline()
             {
                 return Err(error.clone());
             }

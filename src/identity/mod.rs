@@ -107,6 +107,13 @@ pub enum IdentityError {
     },
 }
 
+impl IdentityError {
+    /// Whether the request only ran out of its caller's time.
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, Self::Unreachable { gave_up, .. } if gave_up.deadline)
+    }
+}
+
 /// Obtains tokens for every identity mode, through the cache.
 pub struct TokenProvider {
     http: reqwest::Client,
@@ -142,6 +149,18 @@ impl TokenProvider {
         cloud: &Cloud,
         deadline: Instant,
     ) -> Result<SecretString, IdentityError> {
+        if matches!(
+            identity,
+            Identity::Workload {
+                assertion_expired: true,
+                ..
+            }
+        ) {
+            // An expired assertion must not be answered from the cache: let Entra judge it.
+            let result = self.fetch(identity, cloud, deadline).await;
+            crate::metrics::token_request(identity, result.as_ref().map(|_| ()));
+            return Ok(result?.value);
+        }
         let key = self.key(identity, cloud);
         // Metrics: a lookup that made no request of its own was served by the cache.
         let fetched = std::sync::atomic::AtomicBool::new(false);

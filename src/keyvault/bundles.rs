@@ -49,7 +49,7 @@ pub struct VersionItem {
 }
 
 /// The attributes that decide which versions a history shows.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Attributes {
     /// Disabled versions cannot be read.
     #[serde(default = "yes")]
@@ -61,6 +61,16 @@ pub struct Attributes {
 
 fn yes() -> bool {
     true
+}
+
+/// An item without `attributes` is taken as enabled, as a missing `enabled` is.
+impl Default for Attributes {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            created: 0,
+        }
+    }
 }
 
 /// One page of a versions list.

@@ -158,6 +158,10 @@ struct Inner {
     flights: Mutex<HashMap<FlightKey, Flight>>,
 }
 
+/// The least time a shared GET is given, however short the deadline of the Mount that
+/// started it: the provider's default Mount budget.
+const FLIGHT_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How long after an answer a vault's pooled connection is taken to be open: a little less
 /// than the pool's idle timeout (`http::client`).
 const WARM_FOR: std::time::Duration = std::time::Duration::from_secs(240);
@@ -361,7 +365,9 @@ impl KeyVault {
     }
 
     /// Runs one GET as its own task, so that it finishes (and leaves the table) even when the
-    /// Mount that started it is cancelled while others still wait for it.
+    /// Mount that started it is cancelled while others still wait for it. The GET gets at
+    /// least [`FLIGHT_BUDGET`], whatever the first caller's deadline: a Mount that joins it
+    /// later may have more time, and each caller stops waiting at its own deadline.
     fn start_flight(
         &self,
         key: FlightKey,
@@ -369,6 +375,7 @@ impl KeyVault {
         token: SecretString,
         deadline: Instant,
     ) -> Flight {
+        let deadline = deadline.max(Instant::now() + FLIGHT_BUDGET);
         let this = self.clone();
         let task = tokio::spawn(async move {
             let result = this

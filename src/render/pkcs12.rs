@@ -198,6 +198,7 @@ struct PbeParams<'a> {
 
 /// Reads every private key and certificate of a password-less PFX (binary DER or BER).
 pub fn decode(pfx: &[u8]) -> Result<Archive, Pkcs12Error> {
+    WORK_LEFT.set(WORK_BUDGET);
     let der = Zeroizing::new(ber::to_der(pfx)?);
     let pfx = Pfx::from_der(&der)?;
     if pfx.version != 3 {
@@ -326,7 +327,26 @@ fn checked_iterations(iterations: u32) -> Result<i32, Pkcs12Error> {
             "an iteration count of {iterations}"
         )));
     }
+    // Each archive gets a total budget too: many bags each at the largest count would
+    // otherwise add up to minutes of CPU.
+    let left = WORK_LEFT.get();
+    if u64::from(iterations) > left {
+        return Err(Pkcs12Error::Unsupported(format!(
+            "more than {WORK_BUDGET} key-derivation iterations in one archive"
+        )));
+    }
+    WORK_LEFT.set(left - u64::from(iterations));
     Ok(iterations as i32)
+}
+
+/// Key-derivation iterations one archive may cost in all: a real one needs a few thousand
+/// (a MAC and a key, 2,048 each), tried with both spellings of the empty password.
+const WORK_BUDGET: u64 = 2_500_000;
+
+thread_local! {
+    /// What is left of [`WORK_BUDGET`] for the archive being decoded on this thread; decoding
+    /// is synchronous, so one archive never spans threads.
+    static WORK_LEFT: std::cell::Cell<u64> = const { std::cell::Cell::new(WORK_BUDGET) };
 }
 
 /// Decrypts an `encryptedData` safe and returns its SafeContents as DER.

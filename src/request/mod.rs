@@ -136,6 +136,8 @@ pub enum Identity {
         issuer: String,
         /// The assertion's `sub`, `system:serviceaccount:<namespace>:<name>`.
         subject: String,
+        /// The assertion's `exp` has passed: never answer it from the cache.
+        assertion_expired: bool,
     },
     /// A client id and secret from the volume's node-publish secret.
     ServicePrincipal {
@@ -233,7 +235,7 @@ pub fn parse(
     }
 
     let objects = objects::parse(params.get("objects"), mode)?;
-    let identity = identity(&params, &attributes, &secrets)?;
+    let identity = identity(&params, &attributes, &secrets, &pod)?;
 
     Ok(MountParams {
         pod,
@@ -304,6 +306,7 @@ fn identity(
     params: &Params<'_>,
     attributes: &HashMap<String, String>,
     secrets: &HashMap<String, SecretString>,
+    pod: &Pod,
 ) -> Result<Identity, RequestError> {
     let pod_identity = params.flag("usePodIdentity")?;
     let token_proxy = params.flag("useAzureTokenProxy")?;
@@ -359,13 +362,14 @@ fn identity(
         check_client_id("clientID", client_id)?;
         let tenant = check_tenant(tenant)?;
         let assertion = pod_token(attributes, secrets)?;
-        let (issuer, subject) = token_claims(&assertion)?;
+        let (issuer, subject, assertion_expired) = token_claims(&assertion, pod)?;
         return Ok(Identity::Workload {
             tenant,
             client_id: client_id.to_owned(),
             assertion,
             issuer,
             subject,
+            assertion_expired,
         });
     }
 
@@ -492,11 +496,19 @@ fn pod_token(
 struct Claims {
     iss: String,
     sub: String,
+    #[serde(default)]
+    exp: Option<u64>,
 }
 
-/// Reads `iss` and `sub` from the token, unverified: Entra verifies it; we only need to know
-/// whom a cached Entra token may be reused for.
-fn token_claims(token: &SecretString) -> Result<(String, String), RequestError> {
+/// How long past its `exp` a token is still taken, for clock skew between node and issuer.
+const EXPIRY_SKEW_SECS: u64 = 300;
+
+/// Reads `iss` and `sub` from the token, unverified: Entra verifies it when it is exchanged;
+/// here it only says whom a cached Entra token may be reused for. So that a token can only
+/// ever stand for the pod it arrived with, its subject must be the pod's own service account
+/// (as kubelet names them in the attributes); and an expired token is marked so that it is
+/// never answered from the cache (Entra then refuses it with AADSTS700024).
+fn token_claims(token: &SecretString, pod: &Pod) -> Result<(String, String, bool), RequestError> {
     let bad = || {
         RequestError::invalid(
             Place::Parameter(TOKENS),
@@ -508,7 +520,30 @@ fn token_claims(token: &SecretString) -> Result<(String, String), RequestError> 
         .decode(payload.trim_end_matches('='))
         .map_err(|_| bad())?;
     let claims: Claims = serde_json::from_slice(&json).map_err(|_| bad())?;
-    Ok((claims.iss, claims.sub))
+
+    let place = Place::Parameter(TOKENS);
+    if !pod.namespace.is_empty() && !pod.service_account.is_empty() {
+        let expected = format!(
+            "system:serviceaccount:{}:{}",
+            pod.namespace, pod.service_account
+        );
+        if claims.sub != expected {
+            return Err(RequestError::invalid(
+                place,
+                format!(
+                    "the token's subject {:?} is not the pod's service account {expected:?}",
+                    claims.sub
+                ),
+            ));
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expired = claims
+        .exp
+        .is_some_and(|exp| exp.saturating_add(EXPIRY_SKEW_SECS) < now);
+    Ok((claims.iss, claims.sub, expired))
 }
 
 #[cfg(test)]

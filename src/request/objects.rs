@@ -135,6 +135,29 @@ pub fn parse(text: &str, default_mode: u32) -> Result<Vec<ObjectSpec>, RequestEr
 const SHAPE: &str = "expected a YAML mapping with key `array` holding a list of objects, \
                      each a mapping (or a string holding one) with objectName and objectType";
 
+/// Largest `objects` value accepted: about a thousand objects.
+const MAX_OBJECTS_BYTES: usize = 256 * 1024;
+
+/// Deepest nesting of flow collections accepted; real lists nest two or three levels.
+const MAX_FLOW_DEPTH: usize = 16;
+
+/// The deepest nesting of `[`/`{` in `text`, counting brackets inside quotes too: a
+/// conservative bound, since no object field needs that many brackets.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in text.bytes() {
+        match byte {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Splits the document into its items, each a mapping.
 fn items(text: &str) -> Result<Vec<Mapping>, RequestError> {
     let place = Place::Parameter("objects");
@@ -142,6 +165,23 @@ fn items(text: &str) -> Result<Vec<Mapping>, RequestError> {
         return Err(RequestError::invalid(
             place,
             "the parameter is missing or empty",
+        ));
+    }
+    // The YAML parser's time grows with the square of the nesting depth, and the value comes
+    // from a namespace's SecretProviderClass: bound both before parsing.
+    if text.len() > MAX_OBJECTS_BYTES {
+        return Err(RequestError::invalid(
+            place,
+            format!(
+                "is {} bytes, above the limit of {MAX_OBJECTS_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        return Err(RequestError::invalid(
+            place,
+            format!("nests [ ] or {{ }} deeper than {MAX_FLOW_DEPTH} levels"),
         ));
     }
     let doc: Value = serde_norway::from_str(text)
@@ -468,6 +508,34 @@ mod tests {
         for (item, expected) in cases {
             assert_eq!(parse_err(&format!("array:\n  - {item}\n")), expected);
         }
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_values_are_refused_before_parsing() {
+        let deep = format!("array: {}", "[".repeat(100_000));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            parse_err(&deep),
+            "parameter objects: nests [ ] or { } deeper than 16 levels"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        let dashes = format!("array:\n  {}a\n", "- ".repeat(60_000));
+        let started = std::time::Instant::now();
+        assert!(parse(&dashes, 0o644).is_err());
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+        let huge = format!(
+            "array:\n  - {{objectName: a, objectType: secret}}\n#{}",
+            "x".repeat(300_000)
+        );
+        assert!(
+            parse_err(&huge).starts_with("parameter objects: is 300"),
+            "{}",
+            parse_err(&huge)
+        );
     }
 
     #[test]

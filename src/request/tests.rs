@@ -127,14 +127,35 @@ fn a_missing_token_says_what_the_csidriver_needs() {
 
 #[test]
 fn the_token_may_come_in_secrets_from_driver_1_6() {
+    let sub = "system:serviceaccount:orders:sa-orders";
     let secrets =
-        json!({"csi.storage.k8s.io/serviceAccount.tokens": tokens(&jwt("i", "s"))}).to_string();
+        json!({"csi.storage.k8s.io/serviceAccount.tokens": tokens(&jwt("i", sub))}).to_string();
     let params = parse_with(
         json!({"csi.storage.k8s.io/serviceAccount.tokens": null}),
         &secrets,
     )
     .unwrap();
-    assert!(matches!(params.identity, Identity::Workload { ref subject, .. } if subject == "s"));
+    assert!(matches!(params.identity, Identity::Workload { ref subject, .. } if subject == sub));
+}
+
+#[test]
+fn a_token_for_another_service_account_is_refused() {
+    let forged = tokens(&jwt(
+        "https://issuer/",
+        "system:serviceaccount:payments:sa-payments",
+    ));
+    let error = parse_with(
+        json!({"csi.storage.k8s.io/serviceAccount.tokens": forged}),
+        "null",
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        error,
+        "parameter csi.storage.k8s.io/serviceAccount.tokens: the token's subject \
+         \"system:serviceaccount:payments:sa-payments\" is not the pod's service account \
+         \"system:serviceaccount:orders:sa-orders\""
+    );
 }
 
 #[test]

@@ -10,7 +10,8 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,7 +69,14 @@ fn fill(folder: &Path, entries: &[Entry<'_>]) -> io::Result<()> {
             fs::create_dir_all(parent)?;
             fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
         }
-        fs::write(&file, entry.contents)?;
+        // Created owner-only, so the contents are never readable with looser bits; the
+        // exact mode follows.
+        let mut created = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)?;
+        created.write_all(entry.contents)?;
         // Set after writing: the umask must not decide, and mode 0 must stay 0.
         fs::set_permissions(&file, fs::Permissions::from_mode(entry.mode & 0o777))?;
     }
