@@ -67,12 +67,16 @@ pub struct Provider {
 impl Provider {
     /// The release binary's path: `AKV_PROVIDER_BIN`, else `<workspace>/target/release/…`.
     pub fn binary() -> PathBuf {
-        match std::env::var_os(BIN_ENV) {
-            Some(path) => PathBuf::from(path),
-            None => {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/akv-csi-provider")
-            }
+        if let Some(path) = std::env::var_os(BIN_ENV) {
+            return PathBuf::from(path);
         }
+        // Where `cargo build --release` put it: `CARGO_TARGET_DIR` when set, as for the
+        // Makefile's own build, else the workspace's `target/`.
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        };
+        target.join("release/akv-csi-provider")
     }
 
     /// Starts the provider and waits until it answers `Version`. Panics with the provider's

@@ -1085,8 +1085,15 @@ async fn a_response_above_4_mib_is_resource_exhausted_naming_the_largest_files()
         let name = format!("blob-{index:03}");
         let value = "x".repeat(24_000 + index);
         let version = kv.set_secret(VAULT, &name, &value, None);
-        would_send.object_version.push(pb::ObjectVersion { id: format!("secret/{name}"), version });
-        would_send.files.push(pb::File { path: name.clone(), mode: 0o644, contents: value.into_bytes() });
+        would_send.object_version.push(pb::ObjectVersion {
+            id: format!("secret/{name}"),
+            version,
+        });
+        would_send.files.push(pb::File {
+            path: name.clone(),
+            mode: 0o644,
+            contents: value.into_bytes(),
+        });
         items.push(item(&name, "secret", ""));
     }
     let total = prost::Message::encoded_len(&would_send);

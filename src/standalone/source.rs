@@ -46,6 +46,8 @@ pub struct Environment {
 #[derive(Deserialize)]
 struct Manifest {
     #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
     metadata: Metadata,
     spec: Spec,
 }
@@ -58,6 +60,8 @@ struct Metadata {
 
 #[derive(Deserialize)]
 struct Spec {
+    #[serde(default)]
+    provider: Option<String>,
     #[serde(default)]
     parameters: BTreeMap<String, String>,
 }
@@ -73,6 +77,22 @@ pub fn request(spc: &Path, env: &Environment) -> Result<MountRequest, SourceErro
         ))
     })?;
 
+    if let Some(kind) = manifest
+        .kind
+        .as_deref()
+        .filter(|k| *k != "SecretProviderClass")
+    {
+        return Err(SourceError::new(format!(
+            "--spc {} is a {kind}, not a SecretProviderClass",
+            spc.display()
+        )));
+    }
+    if let Some(provider) = manifest.spec.provider.as_deref().filter(|p| *p != "azure") {
+        return Err(SourceError::new(format!(
+            "--spc {} is for provider {provider:?}, not \"azure\"",
+            spc.display()
+        )));
+    }
     let mut attributes = manifest.spec.parameters;
     attributes.insert("secretProviderClass".into(), manifest.metadata.name);
     let has = |attrs: &BTreeMap<String, String>, key: &str| {
