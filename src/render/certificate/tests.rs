@@ -1,3 +1,6 @@
+//! Certificate-backed secrets and `cert` objects rendered against the outputs openssl
+//! computed for each fixture.
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;

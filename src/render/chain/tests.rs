@@ -1,3 +1,6 @@
+//! Chain ordering: fixtures with and without key identifiers, forks, gaps and cycles, and
+//! property tests over every permutation.
+
 use proptest::prelude::*;
 
 use super::*;

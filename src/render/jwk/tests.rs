@@ -1,3 +1,6 @@
+//! JSON Web Keys to SubjectPublicKeyInfo, against the public keys openssl wrote, and the
+//! refusals of keys that have no public half to write.
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;

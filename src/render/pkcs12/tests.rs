@@ -1,3 +1,5 @@
+//! PKCS#12 decoding of every fixture flavour, and our encoder read back by our decoder.
+
 use super::encode::local_key_ids;
 use super::*;
 use crate::render::fixtures::{fixture, folder};
