@@ -26,7 +26,8 @@ pub struct Flags {
     #[arg(long, global = true, default_value = "unix:///tmp/azure.sock")]
     pub endpoint: String,
 
-    /// Cloud used when a SecretProviderClass sets no `cloudName`.
+    /// Cloud used when a SecretProviderClass sets no `cloudName`. (An unknown name is only
+    /// reported per Mount, as `parameter cloudName`, not at start-up.)
     #[arg(long, global = true, default_value = "AzurePublicCloud")]
     pub cloud_name: String,
 

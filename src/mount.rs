@@ -292,6 +292,9 @@ fn respond(mounted: Vec<Mounted>) -> Result<MountResponse, MountError> {
         )));
     }
 
+    // Known shortcoming: one object listed twice (two aliases, different pins) gives two
+    // versions under one id, and the driver keeps the last. Refusing it would break manifests
+    // that work with the Go provider; warning about it would need the ids compared here.
     let mut response = MountResponse::default();
     for object in mounted {
         response.object_version.extend(object.versions);

@@ -9,7 +9,10 @@
 //! The issuer and subject are read from the assertion without checking its signature: the
 //! assertion comes from kubelet, which overwrites any value a pod's own volume attributes put
 //! under that key whenever the CSIDriver has `tokenRequests` — and workload identity cannot
-//! work, so nothing is cached for it, without them.
+//! work, so nothing is cached for it, without them. The request parser also requires the
+//! subject to be the pod's own service account, so a token can only ever stand for the pod
+//! it came with. Known shortcoming: verifying the signature against the cluster issuer's
+//! JWKS (fetched once and cached) would not depend on kubelet at all.
 //!
 //! A token is handed out until its refresh time (`refresh_in`, else half its life), and never
 //! with less than a safety margin left. Concurrent Mounts that need a new token wait for one

@@ -6,6 +6,9 @@
 //! platform rotates it. A service principal's secret comes from `--client-secret-file` or
 //! `AZURE_CLIENT_SECRET`. `useVMManagedIdentity` in the manifest uses IMDS. The result is the
 //! MountRequest the driver would have sent, so the same parser validates it.
+//!
+//! Known shortcoming: when no identity source is given at all, that is reported before the
+//! manifest's own errors, which show only once an identity is configured.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

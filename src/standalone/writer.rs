@@ -6,6 +6,10 @@
 //! symlink `name → ..data/name`. Only what this writer made is ever removed: its timestamped
 //! folders and top-level links that point into `..data`. Paths were checked when the request
 //! was parsed, and are checked again here, so nothing outside the target is ever written.
+//!
+//! Known shortcoming: two processes writing the same target are not locked against each
+//! other; they share `..data_tmp`, so one may fail or leave a timestamped folder behind. An
+//! advisory lock on the target (flock) would fix it.
 
 use std::collections::BTreeSet;
 use std::fs;
