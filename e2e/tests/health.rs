@@ -7,9 +7,8 @@ use akv_e2e::driver;
 use akv_e2e::provider::{Provider, ProviderOptions};
 use akv_e2e::scenario::{self, Orders};
 use akv_e2e::scrape;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -38,16 +37,7 @@ async fn status(port: u16, path: &str) -> (u16, String) {
 }
 
 fn health_client(provider: &Provider) -> HealthClient<Channel> {
-    let socket = provider.socket().to_owned();
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let socket = socket.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(socket).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(stream))
-        }
-    });
-    let channel = Endpoint::from_static("http://localhost").connect_with_connector_lazy(connector);
-    HealthClient::new(channel)
+    HealthClient::new(driver::channel(provider.socket()))
 }
 
 async fn grpc_status(client: &mut HealthClient<Channel>, service: &str) -> ServingStatus {

@@ -7,20 +7,10 @@ use proptest::prelude::*;
 
 use super::pem::{self, Label};
 use crate::keyvault::SecretBundle;
-use crate::request::{Encoding, Format, ObjectSpec, ObjectType};
+use crate::request::Encoding;
 
 fn plain_secret(value: &str, encoding: Encoding) -> Vec<u8> {
-    let spec = ObjectSpec {
-        index: 0,
-        name: "s".into(),
-        kind: ObjectType::Secret,
-        version: None,
-        history: 0,
-        format: Format::Pem,
-        encoding,
-        mode: 0o644,
-        path: "s".into(),
-    };
+    let spec = super::fixtures::secret_spec(encoding);
     let bundle: SecretBundle = serde_json::from_value(serde_json::json!({
         "value": value,
         "id": "https://kv.vault.azure.net/secrets/s/0",

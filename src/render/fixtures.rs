@@ -3,6 +3,21 @@
 
 use std::path::PathBuf;
 
+/// A plain secret's spec with `encoding`, for renderer tests.
+pub fn secret_spec(encoding: crate::request::Encoding) -> crate::request::ObjectSpec {
+    crate::request::ObjectSpec {
+        index: 0,
+        name: "s".into(),
+        kind: crate::request::ObjectType::Secret,
+        version: None,
+        history: 0,
+        format: crate::request::Format::Pem,
+        encoding,
+        mode: 0o644,
+        path: "s".into(),
+    }
+}
+
 /// The folder of generated fixtures.
 pub fn folder() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/fixtures/certs")

@@ -176,20 +176,9 @@ fn decode(spec: &ObjectSpec, value: &str) -> Result<SecretBytes, RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Format, ObjectType};
 
     fn spec(encoding: Encoding) -> ObjectSpec {
-        ObjectSpec {
-            index: 0,
-            name: "s".into(),
-            kind: ObjectType::Secret,
-            version: None,
-            history: 0,
-            format: Format::Pem,
-            encoding,
-            mode: 0o644,
-            path: "s".into(),
-        }
+        super::fixtures::secret_spec(encoding)
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub const API_VERSION: &str = "v1alpha1";
 /// The connection is made lazily on the first call (grpc-go dials lazily too), so this never
 /// fails; an absent socket shows up as `UNAVAILABLE` on the call.
 pub async fn connect(socket: &Path) -> CsiDriverProviderClient<Channel> {
+    CsiDriverProviderClient::new(channel(socket))
+}
+
+/// A lazily connected HTTP/2 channel to the provider's unix socket, with `:authority:
+/// localhost`, for any gRPC client (the provider service, or gRPC health).
+pub fn channel(socket: &Path) -> Channel {
     let socket: PathBuf = socket.to_owned();
     let connector = tower::service_fn(move |_: http::Uri| {
         let socket = socket.clone();
@@ -63,8 +69,7 @@ pub async fn connect(socket: &Path) -> CsiDriverProviderClient<Channel> {
 
     // The URI is never dialled: the connector above replaces it. Only its authority is used,
     // and it becomes the `:authority` of every request.
-    let channel = Endpoint::from_static("http://localhost").connect_with_connector_lazy(connector);
-    CsiDriverProviderClient::new(channel)
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(connector)
 }
 
 /// The request a driver sends to its health check's `Version` call.
