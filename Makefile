@@ -6,7 +6,7 @@ BIN   := target/release/akv-csi-provider
 
 IMAGE ?= akv-csi-provider:0.1.0
 
-.PHONY: all build demo bench test unit e2e lint fmt venv fixtures clean deploy-check image
+.PHONY: all build demo bench fuzz-smoke test unit e2e lint fmt venv fixtures clean deploy-check image
 
 all: build
 
@@ -56,6 +56,14 @@ $(VENV)/.deploy-installed: deploy/requirements.txt
 image:
 	docker build --tag $(IMAGE) .
 	@docker image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
+
+## fuzz-smoke: every fuzz target for 20 s (needs a nightly toolchain; installs cargo-fuzz)
+fuzz-smoke:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for target in pkcs12 pem jwk objects; do \
+		mkdir -p corpus/$$target && \
+		cargo +nightly fuzz run -O -a $$target corpus/$$target ../e2e/fixtures/certs -- -max_total_time=20 || exit 1; \
+	done
 
 ## fixtures: rebuild every certificate, key and PFX the tests use (needs openssl 3)
 fixtures:
