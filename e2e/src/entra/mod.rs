@@ -252,19 +252,8 @@ impl Entra {
         client_id: &str,
         resource: &str,
     ) -> String {
-        let object_id = self
-            .object_id(client_id)
-            .unwrap_or_else(|| wire::stable_guid(client_id));
         let lifetime = self.state().token_lifetime;
-        self.sign_access_token(&token::AccessTokenFor {
-            cloud,
-            tenant: tenant_id,
-            client_id,
-            object_id: &object_id,
-            resource,
-            lifetime,
-            by_assertion: true,
-        })
+        self.mint_managed_identity_token(cloud, tenant_id, client_id, resource, lifetime)
     }
 
     /// An access token for managed identity `client_id` of `tenant_id`, living `lifetime`
