@@ -97,13 +97,7 @@ impl Orders {
 
     /// The pod's projected token for the token-exchange audience.
     pub fn token(&self, pod: &Pod) -> String {
-        self.world.sa_token(
-            &pod.namespace,
-            &pod.service_account,
-            &pod.name,
-            &pod.uid,
-            TOKEN_EXCHANGE_AUDIENCE,
-        )
+        self.world.pod_token(pod)
     }
 
     /// The MountRequest the driver sends for `spc` and the orders pod.
@@ -119,7 +113,16 @@ impl Orders {
 
     /// Provider options that reach this world: `HTTPS_PROXY` and `SSL_CERT_FILE`, plus `args`.
     pub fn provider_options(&self, args: &[&str]) -> ProviderOptions {
-        ProviderOptions {
+        self.provider_options_with_env(args, &[])
+    }
+
+    /// As [`Orders::provider_options`], with `env` added to the provider's environment.
+    pub fn provider_options_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ProviderOptions {
+        let mut options = ProviderOptions {
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: vec![
                 ("HTTPS_PROXY".into(), self.world.proxy_url()),
@@ -128,6 +131,10 @@ impl Orders {
                     self.world.ca_file().display().to_string(),
                 ),
             ],
-        }
+        };
+        options
+            .env
+            .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        options
     }
 }

@@ -108,6 +108,18 @@ impl World {
             .sa_token(namespace, service_account, pod, pod_uid, audience)
     }
 
+    /// The projected token kubelet hands the driver for `pod`, audience
+    /// `api://AzureADTokenExchange`.
+    pub fn pod_token(&self, pod: &crate::driver::Pod) -> String {
+        self.sa_token(
+            &pod.namespace,
+            &pod.service_account,
+            &pod.name,
+            &pod.uid,
+            TOKEN_EXCHANGE_AUDIENCE,
+        )
+    }
+
     /// Signs arbitrary `claims` with the issuer's key (for expired or odd tokens).
     pub fn sa_token_with(&self, claims: serde_json::Value) -> String {
         self.oidc.sign(&claims)

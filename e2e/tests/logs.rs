@@ -10,11 +10,7 @@ use serde_json::Value;
 /// Entra ID refuses and one with an invalid object type.
 async fn output_after_mounts(args: &[&str], env: &[(&str, &str)]) -> String {
     let orders = Orders::start().await;
-    let mut options = orders.provider_options(args);
-    options
-        .env
-        .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let provider = Provider::start(options).await;
+    let provider = Provider::start(orders.provider_options_with_env(args, env)).await;
     let mut client = driver::connect(provider.socket()).await;
 
     client

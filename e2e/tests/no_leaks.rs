@@ -7,11 +7,7 @@ use akv_e2e::scenario::{self, API_KEY, DB_CONN, Orders, SIGNING_SALT};
 
 async fn output_after_mounts(args: &[&str], env: &[(&str, &str)]) -> (Orders, String, Vec<String>) {
     let orders = Orders::start().await;
-    let mut options = orders.provider_options(args);
-    options
-        .env
-        .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let provider = Provider::start(options).await;
+    let provider = Provider::start(orders.provider_options_with_env(args, env)).await;
     let mut client = driver::connect(provider.socket()).await;
 
     let mut tokens = Vec::new();

@@ -171,13 +171,7 @@ impl Bench {
 
     /// The pod's projected service-account token for workload identity.
     pub fn pod_token(&self, pod: &Pod) -> String {
-        self.world.sa_token(
-            &pod.namespace,
-            &pod.service_account,
-            &pod.name,
-            &pod.uid,
-            TOKEN_EXCHANGE_AUDIENCE,
-        )
+        self.world.pod_token(pod)
     }
 
     /// The MountRequest the driver sends for `pod` mounting `names` (all of `object_type`)
